@@ -1,0 +1,142 @@
+"""What the Snakemake rules need from the library: the run grid, per-run settings, and logging.
+
+The config layout (validated by ``workflow/schemas/config.schema.yaml``)::
+
+    device: cpu
+    systems:                 # every system whose reference data is made
+      lj13:
+        options: {pair_convention: ordered}
+        data: {seed: 0, ...}  # sampler settings, see eqbg.data
+    grid:                    # what is trained: system x models x losses x seeds
+      - {system: dw4, models: [egnn], losses: [fm, eqotfm], seeds: [0]}
+    defaults:                # settings shared by every run
+      model: {egnn: {...}}
+      train: {...}
+      ode: {...}
+      sample: {...}
+      evaluate: {...}
+    overrides:               # applied in order to the runs they match
+      - when: {system: dw4, loss: ml}
+        train: {steps: 500}
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Sections of ``defaults`` that an override may change.
+SETTING_SECTIONS = ("model", "train", "ode", "sample", "evaluate")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of the grid: a model trained with one loss and one seed on one system."""
+
+    system: str
+    model: str
+    loss: str
+    seed: int
+
+    @property
+    def path(self) -> str:
+        """The run folder below ``results/runs``."""
+        return f"{self.system}/{self.model}/{self.loss}/seed{self.seed}"
+
+
+def iter_runs(config: Mapping[str, Any]) -> Iterator[Run]:
+    """Every run of the grid, in config order, without duplicates."""
+    seen: set[Run] = set()
+    for entry in config.get("grid", []):
+        for model in entry["models"]:
+            for loss in entry["losses"]:
+                for seed in entry["seeds"]:
+                    run = Run(entry["system"], model, loss, int(seed))
+                    if run not in seen:
+                        seen.add(run)
+                        yield run
+
+
+def check_grid(config: Mapping[str, Any]) -> None:
+    """Fail with a clear message when the grid names a system without reference data settings or a
+    model without default settings (the schema cannot see across sections)."""
+    systems = config.get("systems", {})
+    models = config.get("defaults", {}).get("model", {})
+    for run in iter_runs(config):
+        if run.system not in systems:
+            raise ValueError(
+                f"grid trains on system {run.system!r}, but `systems:` has no entry for it "
+                f"(it has: {', '.join(sorted(systems)) or 'none'})"
+            )
+        if run.model not in models:
+            raise ValueError(
+                f"grid uses model {run.model!r}, but `defaults.model` has no settings for it "
+                f"(it has: {', '.join(sorted(models)) or 'none'})"
+            )
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``update`` merged in; nested mappings merge, everything else is
+    replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def run_settings(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
+    """The resolved settings of one run: ``defaults`` with every matching override applied in
+    order. ``model`` holds only the settings of ``run.model``; ``system_options`` the system's
+    options (e.g. the LJ pair convention); ``device`` the config's device."""
+    defaults = config.get("defaults", {})
+    settings: dict[str, Any] = {
+        section: copy.deepcopy(defaults.get(section, {})) for section in SETTING_SECTIONS
+    }
+    settings["model"] = copy.deepcopy(defaults.get("model", {}).get(run.model, {}))
+    for override in config.get("overrides", []):
+        when = override.get("when", {})
+        if all(getattr(run, key) == value for key, value in when.items()):
+            for section in SETTING_SECTIONS:
+                if section in override:
+                    settings[section] = deep_merge(settings[section], override[section])
+    settings["system_options"] = copy.deepcopy(system_options(config, run.system))
+    settings["device"] = config.get("device", "cpu")
+    return settings
+
+
+def system_options(config: Mapping[str, Any], system: str) -> dict[str, Any]:
+    """Options passed to :func:`eqbg.systems.get_system` for ``system`` (empty if none)."""
+    return dict(config.get("systems", {}).get(system, {}).get("options", {}))
+
+
+def setup_logging(log_path: str | Path | None) -> logging.Logger:
+    """Send ``logging`` output of a rule's script to its ``log:`` file and to stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    return logging.getLogger("eqbg")
+
+
+def export_source_path() -> None:
+    """Put this package's source folder on ``PYTHONPATH`` so that jobs running in conda
+    environments that do not install eqbg (``--sdm conda``) import the same code."""
+    src = str(Path(__file__).resolve().parents[1])
+    current = os.environ.get("PYTHONPATH", "")
+    if src not in current.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, current) if p)

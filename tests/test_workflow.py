@@ -1,0 +1,92 @@
+"""The workflow itself: lint, formatting, schema validation, dry runs of every preset/profile."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_default_config_and_presets_validate():
+    for path in [ROOT / "config.yaml", *sorted((ROOT / "workflow" / "presets").glob("*.yaml"))]:
+        validate(yaml.safe_load(path.read_text()), str(SCHEMA))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(devise="cpu"), "devise"),
+        (lambda c: c["systems"].update(dw5=c["systems"]["dw4"]), "dw5"),
+        (lambda c: c["grid"][0].update(system="argon"), "argon"),
+        (lambda c: c["grid"][0].update(losses=["fm", "wasserstein"]), "wasserstein"),
+        (lambda c: c["grid"][0].update(seeds="0"), "'0'"),
+        (lambda c: c["defaults"]["train"].update(stepz=10), "stepz"),
+    ],
+    ids=["unknown-key", "unknown-system", "unknown-grid-system", "unknown-loss", "wrong-type", "typo-in-settings"],
+)
+def test_schema_rejects_bad_config_naming_the_problem(mutate, message):
+    config = default_config()
+    mutate(config)
+    with pytest.raises(WorkflowError) as err:
+        validate(config, str(SCHEMA))
+    assert message in str(err.value)
+
+
+def test_bad_config_fails_at_parse_time_with_the_schema_message(tmp_path):
+    config = default_config()
+    config["systems"]["argon13"] = config["systems"]["dw4"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(bad))
+    assert result.returncode != 0
+    assert "argon13" in result.stdout + result.stderr
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_snakefmt_check_passes():
+    files = [str(ROOT / "Snakefile"), *map(str, sorted((ROOT / "workflow" / "rules").glob("*.smk")))]
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *files], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--configfile", "workflow/presets/paper.yaml"],
+        ["--workflow-profile", "profiles/slurm", "--configfile", "workflow/presets/paper.yaml"],
+    ],
+    ids=["default", "paper", "slurm"],
+)
+def test_dry_run_resolves_the_whole_grid(args):
+    result = snakemake("-n", "--quiet", "rules", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    for rule in ("reference_data", "train", "sample", "evaluate", "html_report"):
+        assert rule in out, f"{rule} missing from the dry run:\n{out}"

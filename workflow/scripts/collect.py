@@ -1,0 +1,9 @@
+"""One tidy CSV of every run of a system (one row per run)."""
+
+from eqbg.evaluation import collect_metrics
+from eqbg.io import atomic_path
+from eqbg.pipeline import setup_logging
+
+setup_logging(snakemake.log[0])
+with atomic_path(snakemake.output[0]) as tmp:
+    collect_metrics(list(snakemake.input)).to_csv(tmp, index=False)

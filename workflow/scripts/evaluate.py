@@ -1,0 +1,18 @@
+"""Evaluate one run: reweighting ESS, test NLL, energy/distance W2, cost."""
+
+from pathlib import Path
+
+import torch
+
+from eqbg.evaluation import evaluate_run
+from eqbg.pipeline import setup_logging
+
+setup_logging(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+evaluate_run(
+    snakemake.wildcards.system,
+    run_dir=Path(snakemake.input.samples).parent,
+    data_dir=Path(snakemake.input.test).parent,
+    settings=snakemake.params.settings,
+    out_path=Path(snakemake.output.metrics),
+)
