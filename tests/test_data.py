@@ -1,0 +1,248 @@
+"""Tests of reference-data generation, splits, dataset files and validation (eqbg.data)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eqbg import io
+from eqbg.data import (
+    DatasetError,
+    NotConvergedError,
+    assign_chains,
+    check_disjoint,
+    load_dataset,
+    make_reference_data,
+    metropolis,
+    minimise,
+    random_nonoverlapping,
+    resolve_settings,
+)
+from eqbg.data.diagnostics import configurational_temperature
+from eqbg.systems import get_system
+
+# A DW4 run small enough for a unit test (~2 s) that still passes every convergence check.
+DW4_SMALL = {
+    "n_chains": 16,
+    "splits": {"train": 600, "val": 100, "test": 200},
+    "burn_in": 2000,
+    "thin": 50,
+    "target_acceptance": 0.3,
+    "conf_temp_samples": 600,
+    "convergence": {"min_ess": 100, "rhat_max": 1.1},
+}
+
+
+@pytest.fixture(scope="module")
+def dw4_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dw4")
+    diag = make_reference_data("dw4", DW4_SMALL, seed=11, out_dir=out)
+    return out, diag
+
+
+def test_dw4_reference_data_is_converged_and_at_kt_1(dw4_data):
+    out, diag = dw4_data
+    assert diag["converged"], diag["failed_checks"]
+    ct = diag["conf_temp"]
+    assert abs(ct["value"] - 1.0) < 4 * ct["se"] + 0.02, ct
+    assert ct["se"] < 0.06
+    assert 0.2 < diag["acceptance"]["mean"] < 0.4
+    assert diag["iat"]["mean"] >= 0.5 and diag["ess"] > 100
+    # the EFM DW4 test data have mean energy -22.45 +- 1.90 (PAPERS.md); ours must be close
+    assert abs(diag["energy"]["mean"] + 22.45) < 0.6
+    assert abs(diag["energy"]["std"] - 1.9) < 0.3
+
+
+def test_dw4_files_provenance_and_round_trip(dw4_data):
+    out, diag = dw4_data
+    system = get_system("dw4")
+    sizes = DW4_SMALL["splits"]
+    for split, n in sizes.items():
+        x = load_dataset(out / f"{split}.npz", system=system, split=split)
+        assert x.shape == (n, 4, 2) and x.dtype == torch.float32
+        assert float(x.mean(1).abs().max()) < 1e-5
+        with np.load(out / f"{split}.npz") as f:
+            assert str(f["system"]) == "dw4" and str(f["split"]) == split
+            np.testing.assert_array_equal(f["x"], x.numpy())
+    prov = io.read_json(out / "provenance.json")
+    assert prov["system"] == "dw4" and prov["seed"] == 11 and prov["sampler"] == "mcmc"
+    assert prov["settings"]["thin"] == 50 and prov["settings"]["n_chains"] == 16
+    assert "git_commit" in prov and "torch" in prov["versions"]
+    assert prov["diagnostics"]["conf_temp"]["value"] == pytest.approx(diag["conf_temp"]["value"])
+    assert not (out / "diagnostics.failed.json").exists()
+
+
+def test_dw4_splits_share_no_chain_and_no_configuration(dw4_data):
+    out, diag = dw4_data
+    chains = {k: set(v) for k, v in diag["chains"].items()}
+    assert not (chains["train"] & chains["val"] or chains["train"] & chains["test"] or chains["val"] & chains["test"])
+    assert set().union(*chains.values()) == set(range(DW4_SMALL["n_chains"]))
+    rows = {k: {r.tobytes() for r in load_dataset(out / f"{k}.npz").numpy()} for k in chains}
+    assert not (rows["train"] & rows["val"] or rows["train"] & rows["test"] or rows["val"] & rows["test"])
+
+
+def test_same_seed_same_data(tmp_path, dw4_data):
+    out, _ = dw4_data
+    make_reference_data("dw4", DW4_SMALL, seed=11, out_dir=tmp_path)
+    for split in ("train", "val", "test"):
+        assert torch.equal(load_dataset(tmp_path / f"{split}.npz"), load_dataset(out / f"{split}.npz"))
+
+
+def test_assign_chains_and_check_disjoint():
+    chains = assign_chains(20, {"train": 1000, "val": 100, "test": 200}, np.random.default_rng(0))
+    assert [len(chains[k]) for k in ("train", "val", "test")] == [15, 2, 3]
+    assert sorted(np.concatenate(list(chains.values())).tolist()) == list(range(20))
+    data = {k: np.random.default_rng(i).normal(size=(5, 3, 2)) for i, k in enumerate(chains)}
+    check_disjoint(chains, data)
+    bad = dict(chains, val=np.append(chains["val"], chains["train"][0]))
+    with pytest.raises(AssertionError, match="share chains"):
+        check_disjoint(bad, data)
+    data["test"][0] = data["train"][3]
+    with pytest.raises(AssertionError, match="identical configurations"):
+        check_disjoint(chains, data)
+
+
+@pytest.fixture
+def one_thread():
+    # small batched ops: one intra-op thread is faster and immune to oversubscription
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_lj_convention_check_fails_for_the_wrong_convention(one_thread):
+    """Samples of the 'ordered' LJ13 give T_conf = 1 under 'ordered' and far from 1 under 'unique'.
+
+    A short run from minimised structures: T_conf is a local (per-configuration) identity, so it
+    settles long before the chains have mixed between basins.
+    """
+    ordered = get_system("lj13", pair_convention="ordered")
+    unique = get_system("lj13", pair_convention="unique")
+    gen = torch.Generator().manual_seed(0)
+    x0 = random_nonoverlapping(48, 13, 3, radius=2.0, min_dist=0.9, generator=gen)
+    x0, _ = minimise(ordered.energy, x0, n_iter=150, com_free=True)
+    res = metropolis(ordered.energy, x0, n_steps=600, burn_in=900, thin=20, step_size=0.03,
+                     target_acceptance=0.3, com_free=True, generator=gen)
+    x = res.samples.reshape(-1, 13, 3)
+    groups = np.repeat(np.arange(48), res.samples.shape[1])
+    right = configurational_temperature(ordered.energy, x, groups=groups)
+    wrong = configurational_temperature(unique.energy, x, groups=groups)
+    assert abs(right["value"] - 1.0) < 4 * right["se"] + 0.05, right
+    assert abs(wrong["value"] - 1.0) > 0.3 and abs(wrong["value"] - 1.0) > 10 * wrong["se"], wrong
+
+
+def test_not_converged_raises_and_keeps_diagnostics(tmp_path):
+    settings = dict(DW4_SMALL, convergence={"rhat_max": 0.5, "min_ess": 100})
+    with pytest.raises(NotConvergedError, match=r"R-hat of the energy [0-9.]+ > rhat_max 0.5") as err:
+        make_reference_data("dw4", settings, seed=3, out_dir=tmp_path)
+    failed = json.loads((tmp_path / "diagnostics.failed.json").read_text())
+    assert failed["diagnostics"]["converged"] is False
+    assert failed["diagnostics"]["rhat"] == pytest.approx(err.value.diagnostics["rhat"])
+    assert not (tmp_path / "train.npz").exists() and not (tmp_path / "provenance.json").exists()
+
+
+def test_unconverged_start_is_caught(tmp_path):
+    # no burn-in from minimised structures: the energy still drifts, R-hat and T_conf say so
+    settings = dict(DW4_SMALL, burn_in=0, thin=1, splits={"train": 300, "val": 64, "test": 64},
+                    n_chains=16, convergence={"min_ess": 10})
+    with pytest.raises(NotConvergedError, match="R-hat|configurational temperature|effective sample size"):
+        make_reference_data("dw4", settings, seed=5, out_dir=tmp_path)
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match=r"unknown data settings .*key\(s\) \['n_chain'\]"):
+        resolve_settings("dw4", "mcmc", {"n_chain": 10})
+    with pytest.raises(ValueError, match=r"unknown convergence key\(s\) \['rhat'\]"):
+        resolve_settings("dw4", "mcmc", {"convergence": {"rhat": 1.1}})
+    with pytest.raises(ValueError, match="unknown split"):
+        resolve_settings("dw4", "mcmc", {"splits": {"training": 10}})
+    with pytest.raises(ValueError, match="sampled with 'mcmc'"):
+        resolve_settings("dw4", "mcmc", {"sampler": "md"})
+    with pytest.raises(ValueError, match="init must be"):
+        resolve_settings("dw4", "mcmc", {"init": "lattice"})
+    s = resolve_settings("lj55", "mcmc", {"thin": 3})
+    assert s["thin"] == 3 and s["init_radius"] == 3.0 and s["convergence"]["rhat_max"] == 1.1
+    assert s["convergence"]["min_ess"] == 500.0 and s["proposal"] == "mala"
+    with pytest.raises(ValueError, match="n_steps=.* keeps"):
+        make_reference_data("dw4", dict(DW4_SMALL, n_steps=100), seed=0, out_dir=Path("/nonexistent"))
+
+
+def test_exact_manywell_matches_exact_mean_energy(tmp_path):
+    diag = make_reference_data("manywell32", {"splits": {"train": 3000, "val": 500, "test": 500},
+                                              "conf_temp_samples": 500}, seed=2, out_dir=tmp_path)
+    system = get_system("manywell32")
+    assert diag["log_z"] == pytest.approx(system.log_z)
+    assert abs(diag["energy"]["mean_z"]) < 4.0
+    assert abs(diag["conf_temp"]["value"] - 1.0) < 4 * diag["conf_temp"]["se"]
+    x = load_dataset(tmp_path / "test.npz", system="manywell32", split="test")
+    assert x.shape == (500, 16, 2)
+    # not CoM-free: the mean position is not removed (the deeper wells sit at x1 ~ +1.7)
+    assert float(x[..., 0].mean()) > 0.1
+
+
+def _write(path: Path, **arrays) -> Path:
+    io.save_npz(path, **arrays)
+    return path
+
+
+def test_load_dataset_errors(tmp_path):
+    good = np.random.default_rng(0).normal(size=(10, 4, 2)).astype(np.float32)
+    good -= good.mean(1, keepdims=True)
+    meta = {"system": np.array("dw4"), "split": np.array("train")}
+    ok = _write(tmp_path / "ok.npz", x=good, **meta)
+    assert load_dataset(ok, system="dw4", split="train").shape == (10, 4, 2)
+
+    with pytest.raises(DatasetError, match="not found"):
+        load_dataset(tmp_path / "missing.npz")
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(ok.read_bytes()[:100])
+    with pytest.raises(DatasetError, match="corrupt or unreadable.*corrupt.npz|corrupt.npz.*corrupt or unreadable"):
+        load_dataset(corrupt)
+    with pytest.raises(DatasetError, match="no 'x' array"):
+        load_dataset(_write(tmp_path / "nox.npz", y=good, **meta))
+    with pytest.raises(DatasetError, match="expected system 'lj13', file says 'dw4'"):
+        load_dataset(_write(tmp_path / "lj.npz", x=np.zeros((3, 13, 3), np.float32), **meta), system="lj13")
+    with pytest.raises(DatasetError, match="expected split 'test', file says 'train'"):
+        load_dataset(ok, split="test")
+    with pytest.raises(DatasetError, match=r"shape \(10, 2, 4\) does not match system dw4"):
+        load_dataset(_write(tmp_path / "shape.npz", x=good.reshape(10, 2, 4), **meta), system="dw4")
+    nan = good.copy()
+    nan[3, 1, 0] = np.nan
+    with pytest.raises(DatasetError, match="1 configuration\\(s\\) contain NaN"):
+        load_dataset(_write(tmp_path / "nan.npz", x=nan, **meta), system="dw4")
+    with pytest.raises(DatasetError, match="not centre-of-mass free"):
+        load_dataset(_write(tmp_path / "com.npz", x=good + 1.0, **meta), system="dw4")
+    with pytest.raises(DatasetError, match=r"shape \(N, n, d\)"):
+        load_dataset(_write(tmp_path / "flat.npz", x=good.reshape(10, 8), **meta))
+
+
+@pytest.mark.slow
+def test_aldp_short_md(tmp_path):
+    settings = {
+        "splits": {"train": 20, "val": 6, "test": 10},
+        "n_trajectories": 2,
+        "n_workers": 2,
+        "equilibration_ps": 1.0,
+        "gap_ps": 2.0,
+        "check_convergence": False,
+    }
+    diag = make_reference_data("aldp", settings, seed=1, out_dir=tmp_path)
+    x = load_dataset(tmp_path / "train.npz", system="aldp", split="train")
+    assert x.shape == (20, 22, 3)
+    assert float(x.mean(1).abs().max()) < 1e-5
+    assert 0.0 <= diag["phi_positive_fraction"] <= 1.0
+    assert {"phi_mean_deg", "psi_mean_deg"} <= set(diag["phi_psi"])
+    # from the minimised L-alanine start, a few ps at 300 K stay in the phi < 0 basin
+    assert diag["phi_positive_fraction"] < 0.05
+    assert diag["phi_psi"]["phi_mean_deg"] < 0
+    assert len(diag["seeds"]) == 2 and diag["seeds"][0] != diag["seeds"][1]
+    assert all(v > 0 for v in diag["ns_per_day"])
+    # blocks are separated by the gap inside every trajectory
+    assert diag["blocks"]["val"][0] - diag["blocks"]["train"][1] == 2
+    assert math.isfinite(diag["energy"]["mean"])
