@@ -1,0 +1,104 @@
+"""Evaluation of trained Boltzmann generators: importance weights, ESS, NLL, distribution
+metrics, alanine-dipeptide observables, cost, and the per-run / per-system reports."""
+
+from __future__ import annotations
+
+from eqbg.evaluation.dihedrals import (
+    basin_free_energy_difference,
+    mdtraj_topology,
+    phi_psi,
+    ramachandran_histogram,
+)
+from eqbg.evaluation.distributions import (
+    common_bins,
+    density_histogram,
+    pairwise_distances,
+    wasserstein_1d,
+)
+from eqbg.evaluation.nll import (
+    NLL_CONVENTIONS,
+    NLLConvention,
+    convert_nll,
+    conventions_table,
+    model_log_prob,
+    nll_from_log_prob,
+    prior_log_normaliser,
+    subset_indices,
+)
+from eqbg.evaluation.run import (
+    DATA_ONLY_LOSSES,
+    DEFAULT_SETTINGS,
+    METRIC_KEYS,
+    compute_energies,
+    evaluate_run,
+    evaluate_samples,
+    resolve_settings,
+    run_identifiers,
+    training_cost,
+)
+from eqbg.evaluation.tables import (
+    SYSTEM_DIMS,
+    TABLE_METRICS,
+    collect_metrics,
+    load_published,
+    mean_sem_table,
+    system_table,
+    write_system_table,
+)
+from eqbg.evaluation.weights import (
+    DEFAULT_ENERGY_CAP,
+    FailedSamples,
+    bootstrap_ess,
+    find_failed_samples,
+    forward_ess,
+    kish_ess,
+    log_importance_weights,
+    mean_and_sem,
+    normalised_weights,
+    reweighted_mean,
+)
+
+__all__ = [
+    "DATA_ONLY_LOSSES",
+    "DEFAULT_SETTINGS",
+    "METRIC_KEYS",
+    "SYSTEM_DIMS",
+    "TABLE_METRICS",
+    "collect_metrics",
+    "compute_energies",
+    "evaluate_run",
+    "evaluate_samples",
+    "load_published",
+    "mean_sem_table",
+    "resolve_settings",
+    "run_identifiers",
+    "system_table",
+    "training_cost",
+    "write_system_table",
+    "DEFAULT_ENERGY_CAP",
+    "NLL_CONVENTIONS",
+    "FailedSamples",
+    "NLLConvention",
+    "basin_free_energy_difference",
+    "bootstrap_ess",
+    "common_bins",
+    "conventions_table",
+    "convert_nll",
+    "density_histogram",
+    "find_failed_samples",
+    "forward_ess",
+    "kish_ess",
+    "log_importance_weights",
+    "mdtraj_topology",
+    "mean_and_sem",
+    "model_log_prob",
+    "nll_from_log_prob",
+    "normalised_weights",
+    "pairwise_distances",
+    "phi_psi",
+    "prior_log_normaliser",
+    "ramachandran_histogram",
+    "reweighted_mean",
+    "subset_indices",
+    "wasserstein_1d",
+]

@@ -1,0 +1,278 @@
+"""Collect per-run metrics and write per-system comparison tables (Markdown and LaTeX).
+
+Rows are ``model x loss``; each metric is shown as ``mean ± sem`` over seeds with
+``sem = sd(ddof=1) / sqrt(n_seeds)`` (a single seed shows the value alone).  Published numbers
+from ``workflow/resources/published.csv`` appear beside ours with a reference number; every
+value not verified against its source carries a dagger (†) and a footnote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eqbg.evaluation.nll import NLL_CONVENTIONS, convert_nll
+
+#: Subspace dimension of each system's prior, used to convert published NLLs between
+#: conventions ((n-1)*d for CoM-free systems, n*d otherwise).
+SYSTEM_DIMS = {"dw4": 6, "lj13": 36, "lj55": 162, "aldp": 63, "gmm40": 2, "manywell32": 32}
+
+#: Metrics shown in the per-system table, in order, with their column labels.
+TABLE_METRICS: dict[str, str] = {
+    "ess": "ESS (frac.)",
+    "forward_ess": "fwd ESS",
+    "nll": "NLL (eqbg)",
+    "nll_efm": "NLL (EFM conv.)",
+    "energy_w2": "E-W2 (kT)",
+    "energy_w2_reweighted": "E-W2 rew. (kT)",
+    "distance_w2": "dist-W2",
+    "mean_energy_reweighted": "<u> rew. (kT)",
+    "delta_f_reweighted": "ΔF rew. (kT)",
+    "log_z_error": "log Z err.",
+    "forward_kl": "fwd KL",
+    "frac_failed": "failed (frac.)",
+    "samples_per_s": "samples/s",
+    "nfe": "NFE",
+    "path_length": "path length",
+    "train_time_s": "train time (s)",
+}
+
+#: Published metrics that are compared in the main table (others appear in the reference list).
+PUBLISHED_COLUMNS = ("ess", "nll", "energy_w2", "distance_w2", "samples_per_s")
+
+PUBLISHED_REQUIRED = (
+    "paper", "table", "system", "setting", "method", "model", "loss", "metric", "value",
+    "value_low", "value_high", "convention", "verified", "source",
+)
+
+DAGGER = "†"
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if key == "provenance":
+            continue  # large nested record; the file keeps it
+        if isinstance(value, dict):
+            out.update(_flatten(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            continue
+        else:
+            out[name] = value
+    return out
+
+
+def collect_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Tidy table of runs: one row per ``metrics.json`` (nested provenance dropped), with the
+    file path in column ``metrics_path``; ``None`` in JSON becomes NaN."""
+    rows = []
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        row = _flatten(record)
+        row["metrics_path"] = str(path)
+        rows.append(row)
+    if not rows:
+        raise ValueError("collect_metrics: no metrics files given")
+    df = pd.DataFrame(rows)
+    for col in df.columns:
+        if col in ("system", "model", "loss", "nll_convention", "metrics_path", "run_dir"):
+            continue
+        converted = pd.to_numeric(df[col], errors="coerce")
+        if converted.notna().sum() >= df[col].notna().sum():
+            df[col] = converted
+    sort_cols = [c for c in ("system", "model", "loss", "seed") if c in df]
+    return df.sort_values(sort_cols).reset_index(drop=True)
+
+
+def load_published(path: str | Path) -> pd.DataFrame:
+    """Read ``published.csv`` and check its columns; ``verified`` becomes a bool column."""
+    df = pd.read_csv(path, dtype={"model": str, "loss": str})
+    missing = [c for c in PUBLISHED_REQUIRED if c not in df]
+    if missing:
+        raise ValueError(f"{path}: published table lacks columns {missing}")
+    df["verified"] = df["verified"].astype(str).str.lower().isin(["true", "1", "yes"])
+    for col in ("model", "loss", "convention", "error", "error_kind", "unit", "note", "evidence"):
+        if col in df:
+            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
+    bad = df[~df["convention"].isin(["", *NLL_CONVENTIONS])]
+    if len(bad):
+        raise ValueError(f"{path}: unknown NLL conventions {sorted(set(bad['convention']))}")
+    return df
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}"
+
+
+def mean_sem_table(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Per ``(model, loss)``: ``n_seeds`` and, for each metric, columns ``{m}_mean`` and
+    ``{m}_sem`` (sd with ddof=1 over seeds / sqrt(n); NaN for one seed).  Non-finite values
+    (e.g. a failed NLL) are excluded from mean and sem and counted in ``{m}_n``."""
+    rows = []
+    for (model, loss), group in df.groupby(["model", "loss"], sort=True):
+        row = {"model": model, "loss": loss, "n_seeds": int(len(group))}
+        for m in metrics:
+            values = pd.to_numeric(group[m], errors="coerce").to_numpy(dtype=float) if m in group else np.array([])
+            values = values[np.isfinite(values)]
+            row[f"{m}_n"] = int(values.size)
+            row[f"{m}_mean"] = float(values.mean()) if values.size else float("nan")
+            row[f"{m}_sem"] = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _published_for(pub: pd.DataFrame, system: str) -> pd.DataFrame:
+    p = pub[pub["system"] == system].copy().reset_index(drop=True)
+    p["ref"] = np.arange(1, len(p) + 1)
+    return p
+
+
+def _published_value(row: pd.Series, system: str) -> str:
+    """A published value converted to our NLL convention where needed, with its reference."""
+    def conv(v: float) -> float:
+        if row["metric"] in ("nll",) and row["convention"] and row["convention"] != "eqbg":
+            return convert_nll(v, SYSTEM_DIMS[system], source=row["convention"], target="eqbg")
+        return v
+
+    if pd.notna(row["value"]):
+        text = _fmt(conv(float(row["value"])))
+    else:
+        text = f"{_fmt(conv(float(row['value_low'])))}–{_fmt(conv(float(row['value_high'])))}"
+    mark = "" if row["verified"] else DAGGER
+    return f"{text}{mark} [{row['ref']}]"
+
+
+def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The display table for one system and its list of published references.
+
+    Returns:
+        ``(table, references)``: ``table`` has one row per ``model x loss`` with ``n seeds``,
+        ``mean ± sem`` string columns, and ``published <metric>`` columns; ``references``
+        lists every published row for the system (number, paper, table, setting, method,
+        metric, value as reported, convention, evidence, verified).
+    """
+    sub = df[df["system"] == system]
+    if sub.empty:
+        raise ValueError(f"no runs of system {system!r} in the metrics table")
+    metrics = [m for m in TABLE_METRICS if m in sub and pd.to_numeric(sub[m], errors="coerce").notna().any()]
+    stats = mean_sem_table(sub, metrics)
+    pub = _published_for(published, system)
+    out = pd.DataFrame({"model": stats["model"], "loss": stats["loss"], "n seeds": stats["n_seeds"]})
+    for m in metrics:
+        cells = []
+        for _, r in stats.iterrows():
+            mean, sem = r[f"{m}_mean"], r[f"{m}_sem"]
+            cell = _fmt(mean) if not math.isfinite(sem) else f"{_fmt(mean)} ± {_fmt(sem, 2)}"
+            if 0 < r[f"{m}_n"] < r["n_seeds"]:
+                cell += f" (n={r[f'{m}_n']})"
+            cells.append(cell)
+        out[TABLE_METRICS[m]] = cells
+        if m in PUBLISHED_COLUMNS:
+            pubcol = []
+            for _, r in stats.iterrows():
+                match = pub[
+                    (pub["metric"] == m)
+                    & (pub["model"] == r["model"])
+                    & ((pub["loss"] == r["loss"]) | (pub["loss"] == "*"))
+                ]
+                pubcol.append("; ".join(_published_value(p, system) for _, p in match.iterrows()))
+            if any(pubcol):
+                out[f"published {TABLE_METRICS[m]}"] = pubcol
+    refs = pd.DataFrame(
+        {
+            "ref": pub["ref"],
+            "paper": pub["paper"],
+            "table": pub["table"],
+            "method": pub["method"],
+            "setting": pub["setting"],
+            "metric": pub["metric"],
+            "reported": [
+                (_fmt(float(r["value"])) if pd.notna(r["value"]) else f"{_fmt(float(r['value_low']))}–{_fmt(float(r['value_high']))}")
+                + (f" ± {r['error']}" if str(r.get("error", "")) not in ("", "nan") else "")
+                + ("" if r["verified"] else DAGGER)
+                for _, r in pub.iterrows()
+            ],
+            "convention": pub["convention"],
+            "evidence": pub["evidence"] if "evidence" in pub else "",
+            "source": pub["source"],
+        }
+    )
+    return out, refs
+
+
+FOOTNOTES = (
+    "Values: mean ± sem over seeds, sem = sd(ddof=1)/sqrt(n seeds); one seed shows the value alone; "
+    "(n=k) marks metrics finite in only k seeds.",
+    "NLL (eqbg): -mean log q(x_test), exact divergence, CoM-free Gaussian prior normalised over (n-1)d dims "
+    "(E-NF/EACF convention). NLL (EFM conv.) = NLL (eqbg) - (n-1)d/2 log(2π). Published NLLs are converted "
+    "to the eqbg convention; the reference list gives them as reported.",
+    "ESS: Kish (Σw)²/(nΣw²) over all generated samples, failed samples included with weight ≈ 0.",
+    f"{DAGGER} unverified: recalled, not checked against the paper (PAPERS.md); do not treat as ground truth.",
+    "Published datasets, energies and sample counts differ from ours (see setting); comparisons are indicative.",
+)
+
+
+def write_system_table(
+    df: pd.DataFrame,
+    system: str,
+    published_csv: str | Path,
+    out_md: str | Path,
+    out_tex: str | Path,
+) -> pd.DataFrame:
+    """Write the per-system comparison table as Markdown and LaTeX (atomically).
+
+    Args:
+        df: output of :func:`collect_metrics` (any systems; filtered to ``system``).
+        system: system name.
+        published_csv: ``workflow/resources/published.csv``.
+        out_md, out_tex: output paths.
+
+    Returns:
+        The display table (one row per model × loss).
+    """
+    from eqbg.io import atomic_path
+
+    table, refs = system_table(df, system, load_published(published_csv))
+    md = [f"# {system}: evaluation summary\n", table.to_markdown(index=False), ""]
+    md += [f"- {note}" for note in FOOTNOTES]
+    if len(refs):
+        md += ["", "## Published values", "", refs.to_markdown(index=False)]
+    else:
+        md += ["", "No published values for this system in published.csv."]
+    with atomic_path(out_md) as tmp:
+        tmp.write_text("\n".join(md) + "\n")
+
+    def tex_escape(s: str) -> str:
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                     ("±", r"$\pm$"), (DAGGER, r"$^\dagger$"), ("Δ", r"$\Delta$"), ("π", r"$\pi$"),
+                     ("Σ", r"$\Sigma$"), ("²", r"$^2$"), ("–", "--"), ("≈", r"$\approx$"), ("<", r"$<$"),
+                     (">", r"$>$")):
+            s = s.replace(a, b)
+        return s
+
+    def to_tex(frame: pd.DataFrame, caption: str) -> str:
+        cols = list(frame.columns)
+        lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize",
+                 r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
+                 " & ".join(tex_escape(str(c)) for c in cols) + r" \\", r"\midrule"]
+        for _, r in frame.iterrows():
+            lines.append(" & ".join(tex_escape(str(v)) for v in r.tolist()) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{tex_escape(caption)}}}", r"\end{table}"]
+        return "\n".join(lines)
+
+    tex = [to_tex(table, f"{system}: " + " ".join(FOOTNOTES))]
+    if len(refs):
+        tex.append(to_tex(refs, f"{system}: published values (as reported)."))
+    with atomic_path(out_tex) as tmp:
+        tmp.write_text("% generated by eqbg.evaluation.tables.write_system_table\n" + "\n\n".join(tex) + "\n")
+    return table
