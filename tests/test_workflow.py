@@ -90,3 +90,39 @@ def test_dry_run_resolves_the_whole_grid(args):
     out = result.stdout + result.stderr
     for rule in ("reference_data", "train", "sample", "evaluate", "html_report"):
         assert rule in out, f"{rule} missing from the dry run:\n{out}"
+
+
+def _schema_properties(name: str) -> set[str]:
+    schema = yaml.safe_load(SCHEMA.read_text())
+    return set(schema["$defs"][name]["properties"])
+
+
+def test_schema_settings_match_the_library_defaults():
+    """The schema names exactly the keys the library accepts, so neither side drifts."""
+    import dataclasses
+
+    from eqbg.data.settings import EXACT_DEFAULTS, MCMC_DEFAULTS, MD_DEFAULTS
+    from eqbg.evaluation.run import DEFAULT_SETTINGS
+    from eqbg.training.models import EGNNSettings, KernelSettings
+    from eqbg.training.settings import ODESettings, SamplingSettings, TrainingSettings
+
+    def fields(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+
+    data_keys = set(MCMC_DEFAULTS) | set(MD_DEFAULTS) | set(EXACT_DEFAULTS)
+    # system_options come from `systems.<name>.options`; the seed is the pipeline's.
+    assert _schema_properties("data_settings") == data_keys - {"system_options"} | {"seed"}
+    assert _schema_properties("model_settings") == (fields(EGNNSettings) | fields(KernelSettings)) - {"name"}
+    assert _schema_properties("train_settings") == fields(TrainingSettings)
+    assert _schema_properties("ode_settings") == fields(ODESettings)
+    assert _schema_properties("sample_settings") == fields(SamplingSettings) | {"n_samples"}
+    assert _schema_properties("evaluate_settings") == set(DEFAULT_SETTINGS)
+
+
+def test_every_system_and_model_in_the_schema_is_known_to_the_library():
+    from eqbg.systems import KNOWN_SYSTEMS
+    from eqbg.training.models import MODELS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert set(schema["$defs"]["system_name"]["enum"]) == set(KNOWN_SYSTEMS)
+    assert set(schema["$defs"]["model_name"]["enum"]) == set(MODELS)

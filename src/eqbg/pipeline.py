@@ -140,3 +140,23 @@ def export_source_path() -> None:
     current = os.environ.get("PYTHONPATH", "")
     if src not in current.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, current) if p)
+
+
+def training_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``{"model", "ode", "training"}`` dict :func:`eqbg.training.train_run` takes, from
+    resolved run settings (the config's ``device`` applies unless ``train`` names one)."""
+    training = {"device": settings.get("device", "cpu"), **settings.get("train", {})}
+    return {
+        "model": dict(settings.get("model", {})),
+        "ode": dict(settings.get("ode", {})),
+        "training": training,
+    }
+
+
+def sampling_settings(settings: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """``(n_samples, settings)`` for :func:`eqbg.training.sample_run` from resolved run
+    settings."""
+    sample = dict(settings.get("sample", {}))
+    n_samples = int(sample.pop("n_samples"))
+    sample.setdefault("device", settings.get("device", "cpu"))
+    return n_samples, sample

@@ -2,18 +2,15 @@
 
 from pathlib import Path
 
-import torch
-
 from eqbg.data import make_reference_data
 from eqbg.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
 settings = dict(snakemake.params.settings)
+seed = int(settings.pop("seed", 0))
 make_reference_data(
     snakemake.wildcards.system,
-    settings,
-    seed=int(settings.pop("seed", 0)),
+    {**settings, "system_options": snakemake.params.options},
+    seed=seed,
     out_dir=Path(snakemake.output.provenance).parent,
-    options=snakemake.params.options,
 )

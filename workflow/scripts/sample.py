@@ -2,18 +2,15 @@
 
 from pathlib import Path
 
-import torch
-
-from eqbg.pipeline import setup_logging
+from eqbg.pipeline import sampling_settings, setup_logging
 from eqbg.training import sample_run
 
 setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
-settings = snakemake.params.settings
+n_samples, settings = sampling_settings(snakemake.params.settings)
 sample_run(
     Path(snakemake.input.model).parent,
-    n_samples=int(settings["sample"]["n_samples"]),
-    settings=settings,
+    n_samples=n_samples,
+    settings={"num_threads": snakemake.threads, **settings},
     out_path=Path(snakemake.output.samples),
     seed=int(snakemake.wildcards.seed),
 )

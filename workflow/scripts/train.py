@@ -2,20 +2,21 @@
 
 from pathlib import Path
 
-import torch
-
-from eqbg.pipeline import setup_logging
+from eqbg.pipeline import setup_logging, training_settings
 from eqbg.training import train_run
 
 setup_logging(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
 wc = snakemake.wildcards
+settings = snakemake.params.settings
+run_training_settings = training_settings(settings)
+run_training_settings["training"].setdefault("num_threads", snakemake.threads)
 train_run(
     wc.system,
     wc.model,
     wc.loss,
     int(wc.seed),
-    snakemake.params.settings,
+    run_training_settings,
     data_dir=Path(snakemake.input.train).parent,
     run_dir=Path(snakemake.output.model).parent,
+    system_options=settings["system_options"],
 )

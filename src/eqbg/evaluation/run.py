@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from scipy.special import logsumexp
 
+from eqbg.training.settings import resolve_device
 from eqbg.evaluation.dihedrals import (
     basin_free_energy_difference,
     mdtraj_topology,
@@ -141,13 +142,6 @@ def split_run_settings(settings: Mapping[str, Any] | None) -> tuple[dict[str, An
     return s, system_options
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; anything else unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """Defaults updated with ``settings``; unknown keys raise ``ValueError``."""
     resolved = dict(DEFAULT_SETTINGS)
@@ -155,7 +149,7 @@ def resolve_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
         if key not in DEFAULT_SETTINGS:
             raise ValueError(f"unknown evaluation setting {key!r}; known: {sorted(DEFAULT_SETTINGS)}")
         resolved[key] = value
-    resolved["device"] = resolve_device(str(resolved["device"]))
+    resolved["device"] = str(resolve_device(str(resolved["device"])))
     return resolved
 
 
