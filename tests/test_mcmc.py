@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from eqbg.data import diagnostics as dg
-from eqbg.data.mcmc import metropolis, minimise, random_nonoverlapping, remove_com
+from eqbg.data.mcmc import metropolis, minimise, random_nonoverlapping
+from eqbg.geometry import remove_mean
 
 SIG = torch.tensor([[0.5, 1.0], [2.0, 0.3], [1.0, 1.5]], dtype=torch.float64)
 
@@ -70,7 +71,7 @@ def test_com_free_proposals_sample_subspace_gaussian():
     n, d = 5, 3
 
     def u(x):
-        return 0.5 * (remove_com(x) ** 2).sum((-1, -2))
+        return 0.5 * (remove_mean(x) ** 2).sum((-1, -2))
 
     gen = torch.Generator().manual_seed(2)
     res = metropolis(u, torch.zeros(64, n, d, dtype=torch.float64), n_steps=2000, burn_in=500,
@@ -203,7 +204,7 @@ def test_mala_gaussian_moments_and_com_free():
     n, d = 5, 3
 
     def u(y):
-        return 0.5 * (remove_com(y) ** 2).sum((-1, -2))
+        return 0.5 * (remove_mean(y) ** 2).sum((-1, -2))
 
     res = metropolis(u, torch.zeros(64, n, d, dtype=torch.float64), n_steps=1000, burn_in=300,
                      thin=2, step_size=0.5, target_acceptance=0.57, proposal="mala", com_free=True,

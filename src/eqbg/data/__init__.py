@@ -29,7 +29,7 @@ from eqbg.data.diagnostics import (
     integrated_autocorrelation_time,
     split_rhat,
 )
-from eqbg.data.mcmc import MCMCResult, metropolis, minimise, random_nonoverlapping, remove_com
+from eqbg.data.mcmc import MCMCResult, metropolis, minimise, random_nonoverlapping
 from eqbg.data.settings import EXACT_DEFAULTS, MCMC_DEFAULTS, MD_DEFAULTS, resolve_settings
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "metropolis",
     "minimise",
     "random_nonoverlapping",
-    "remove_com",
     "resolve_settings",
     "MCMC_DEFAULTS",
     "MD_DEFAULTS",

@@ -32,7 +32,8 @@ import torch
 
 from eqbg import io
 from eqbg.data import diagnostics as dg
-from eqbg.data.mcmc import metropolis, minimise, random_nonoverlapping, remove_com
+from eqbg.data.mcmc import metropolis, minimise, random_nonoverlapping
+from eqbg.geometry import remove_mean
 from eqbg.data.settings import SPLITS, resolve_settings
 
 __all__ = [
@@ -476,7 +477,7 @@ def make_reference_data(
     for k in SPLITS:
         x = torch.as_tensor(data[k])
         if sys_obj.com_free:
-            x = remove_com(x)
+            x = remove_mean(x)
         data[k] = x.numpy().astype(np.float32)
     check_disjoint(
         {k: np.asarray(v) for k, v in diag.get("chains", {}).items()}, data

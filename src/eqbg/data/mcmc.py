@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
+from eqbg.geometry import remove_mean
+
 __all__ = [
     "MCMCResult",
     "metropolis",
-    "remove_com",
     "random_nonoverlapping",
     "minimise",
 ]
@@ -33,9 +34,6 @@ __all__ = [
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def remove_com(x: torch.Tensor) -> torch.Tensor:
-    """Subtract the (unweighted) particle mean: ``(B, n, d) -> (B, n, d)``."""
-    return x - x.mean(dim=-2, keepdim=True)
 
 
 def _safe_energy(energy: EnergyFn, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +55,7 @@ def _energy_and_grad(energy: EnergyFn, x: torch.Tensor, com_free: bool) -> tuple
     u = torch.where(bad, torch.full_like(u, math.inf), u)
     g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
     if com_free:
-        g = remove_com(g)
+        g = remove_mean(g)
     return u, g
 
 
@@ -148,7 +146,7 @@ def metropolis(
     t_start = time.perf_counter()
     x = x0.detach().to(torch.float64).clone()
     if com_free:
-        x = remove_com(x)
+        x = remove_mean(x)
     n_chains = x.shape[0]
     dev = x.device
     log_s = torch.log(torch.as_tensor(step_size, dtype=torch.float64, device=dev)).expand(n_chains).clone()
@@ -176,7 +174,7 @@ def metropolis(
             beta = 1.0
         noise = torch.randn(x.shape, dtype=torch.float64, device=dev, generator=generator)
         if com_free:
-            noise = remove_com(noise)
+            noise = remove_mean(noise)
         h = torch.exp(log_s)[:, None, None]
         if mala:
             y = x - 0.5 * h * h * beta * g + h * noise
@@ -267,7 +265,7 @@ def random_nonoverlapping(
                 f"could not place particle {i} of {n_particles} at min_dist={min_dist} in a ball of "
                 f"radius {radius} after {max_tries} tries; increase init_radius"
             )
-    return remove_com(x)
+    return remove_mean(x)
 
 
 def minimise(
@@ -302,7 +300,7 @@ def minimise(
     for _ in range(n_iter):
         g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
         if com_free:
-            g = remove_com(g)
+            g = remove_mean(g)
         gmax = g.norm(dim=-1).amax(dim=-1).clamp_min(1e-300)
         y = (x - (step / gmax)[:, None, None] * g).detach().requires_grad_(True)
         u_y_all = energy(y)

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from eqbg.geometry import remove_mean
+
 from .divergence import (
     ProbeKind,
     TraceMethod,
@@ -314,7 +316,7 @@ class CNF(nn.Module):
         """
         x = self._check_x(x)
         if self.com_free:
-            x = x - x.mean(dim=1, keepdim=True)
+            x = remove_mean(x)
         dtype, device = x.dtype, x.device
         B = x.shape[0]
         bs = B if not batch_size else int(batch_size)
@@ -345,7 +347,7 @@ class CNF(nn.Module):
         """
         x = self._check_x(x)
         if self.com_free:
-            x = x - x.mean(dim=1, keepdim=True)
+            x = remove_mean(x)
         self._configure(exact=exact, with_logp=True, with_path=False)
         if not exact:
             self._dyn.eps = make_probe(x, self.probe, self.com_free, generator)

@@ -33,6 +33,8 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
+from eqbg.geometry import remove_mean
+
 __all__ = [
     "AUTO",
     "TraceMethod",
@@ -107,7 +109,7 @@ def make_probe(
     else:
         raise ValueError(f"unknown probe kind {kind!r}; use 'rademacher' or 'gaussian'")
     if com_free:
-        eps = eps - eps.mean(dim=-2, keepdim=True)
+        eps = remove_mean(eps)
     return eps
 
 

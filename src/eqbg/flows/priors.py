@@ -19,19 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from eqbg.geometry import remove_mean
+
 __all__ = ["CoMFreeGaussian", "StandardGaussian", "make_prior", "remove_mean"]
 
 
-def remove_mean(x: Tensor) -> Tensor:
-    """Subtract the centre of mass (unweighted mean over particles).
-
-    Args:
-        x: ``(..., n, d)`` positions.
-
-    Returns:
-        ``(..., n, d)`` with ``x.sum(-2) == 0``.
-    """
-    return x - x.mean(dim=-2, keepdim=True)
 
 
 class _Gaussian(nn.Module):

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from eqbg.geometry import remove_mean
+
 __all__ = ["EGNNField", "time_features"]
 
 
@@ -179,5 +181,5 @@ class EGNNField(nn.Module):
             h, y = layer(h, y, d2_0, mask)
         v = y - x
         if self.com_free:
-            v = v - v.mean(dim=1, keepdim=True)
+            v = remove_mean(v)
         return v

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from eqbg.geometry import remove_mean
 from eqbg.systems.base import System, pairwise_sq_distances, safe_sqrt
 
 PAIR_CONVENTIONS = ("ordered", "unique")
@@ -153,7 +154,7 @@ class LennardJones(System):
 
     def harmonic_energy(self, x: Tensor) -> Tensor:
         """``k/2 sum_i |x_i - x_com|^2`` of ``x: (batch, n, d)``; returns ``(batch,)``."""
-        centred = x - x.mean(dim=-2, keepdim=True)
+        centred = remove_mean(x)
         return 0.5 * self.harmonic * (centred * centred).sum((-1, -2))
 
     def lj_energy(self, x: Tensor) -> Tensor:
