@@ -27,14 +27,6 @@ from eqbg.training.coupling import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small batched ops on a shared 2-core machine: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _cf(x: torch.Tensor) -> torch.Tensor:
     return x - x.mean(1, keepdim=True)

@@ -107,16 +107,8 @@ def test_assign_chains_and_check_disjoint():
         check_disjoint(chains, data)
 
 
-@pytest.fixture
-def one_thread():
-    # small batched ops: one intra-op thread is faster and immune to oversubscription
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
-
-def test_lj_convention_check_fails_for_the_wrong_convention(one_thread):
+def test_lj_convention_check_fails_for_the_wrong_convention():
     """Samples of the 'ordered' LJ13 give T_conf = 1 under 'ordered' and far from 1 under 'unique'.
 
     A short run from minimised structures: T_conf is a local (per-configuration) identity, so it

@@ -26,15 +26,6 @@ F64 = torch.float64
 METHODS = ["loop", "batched_vjp", "jacrev", "jvp"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a shared 2-core machine: intra-op threads only add contention (measured
-    ~100x slower per EGNN call with 2 threads while other processes use the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)

@@ -9,15 +9,6 @@ from eqbg.flows import subspace_basis
 from eqbg.nn import EGNNField, KernelField
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a shared 2-core machine: intra-op threads only add contention (measured
-    ~100x slower per EGNN call with 2 threads while other processes use the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_orthogonal(d: int, gen: torch.Generator, reflect: bool) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))

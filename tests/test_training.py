@@ -32,14 +32,6 @@ from eqbg.training.settings import TrainingSettings
 TINY_MODEL = {"hidden": 16, "n_layers": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def dw4_data(tmp_path_factory):
