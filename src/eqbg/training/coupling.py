@@ -212,6 +212,32 @@ def _proper_frames(x: Tensor) -> Tensor:
     return e
 
 
+def _assign_and_align(
+    particle_cost: Tensor, groups: list[np.ndarray], x0: Tensor, x1: Tensor, sq_norms: Tensor
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """One Hungarian + Kabsch step for a batch of pairs.
+
+    Args:
+        particle_cost: ``(P, n, n)`` cost of matching particle i of ``x0`` with j of ``x1``.
+        groups: particle indices of each atom type (assignment stays within a type).
+        x0, x1: ``(P, n, d)`` the paired configurations.
+        sq_norms: ``(P,)`` ``|x0|^2 + |x1|^2`` of each pair.
+
+    Returns:
+        ``(perm (P, n), rotation (P, d, d), squared distance after both (P,), scipy calls)``.
+    """
+    d = x0.shape[-1]
+    perm_np, calls = batched_assignment(
+        particle_cost.detach().cpu().numpy(), groups, return_calls=True
+    )
+    perm = torch.as_tensor(perm_np, device=x0.device)
+    x1_permuted = torch.gather(x1, 1, perm[..., None].expand(-1, -1, d))
+    h = x1_permuted.transpose(-1, -2) @ x0
+    rotation = rotation_from_cross_covariance(h)
+    trace = (rotation * h.transpose(-1, -2)).sum((-1, -2))
+    return perm, rotation, (sq_norms - 2.0 * trace).clamp_min(0.0), calls
+
+
 def _alternating_cost(
     x0: Tensor,
     x1: Tensor,
@@ -289,15 +315,10 @@ def _alternating_cost(
         flat = pa * b1 + pb
         best_cost = None
         for c in cands:
-            c_np = c.reshape(-1, n, n).detach().cpu().numpy()
-            p_np, k = batched_assignment(c_np, groups, return_calls=True)
+            p, new_rot, new_cost, k = _assign_and_align(
+                c.reshape(-1, n, n), groups, x0[pa], x1[pb], n0[pa] + n1[pb]
+            )
             calls += k
-            p = torch.as_tensor(p_np, device=dev)
-            x1s = torch.gather(x1[pb], 1, p[..., None].expand(-1, -1, d))
-            h = x1s.transpose(-1, -2) @ x0[pa]
-            new_rot = rotation_from_cross_covariance(h)
-            tr = (new_rot * h.transpose(-1, -2)).sum((-1, -2))
-            new_cost = (n0[pa] + n1[pb] - 2.0 * tr).clamp_min(0.0)
             if best_cost is None:
                 best_cost, best_perm, best_rot = new_cost, p, new_rot
             else:
@@ -321,15 +342,10 @@ def _alternating_cost(
             idx = active[start : start + chunk]
             a, b = pa_all[idx], pb_all[idx]
             y = x1[b] @ rot[idx].transpose(-1, -2)
-            c_np = _particle_cost(x0[a], y, groups).detach().cpu().numpy()
-            p_np, k = batched_assignment(c_np, groups, return_calls=True)
+            new_perm, new_rot, new_cost, k = _assign_and_align(
+                _particle_cost(x0[a], y, groups), groups, x0[a], x1[b], n0[a] + n1[b]
+            )
             calls += k
-            new_perm = torch.as_tensor(p_np, device=dev)
-            x1s = torch.gather(x1[b], 1, new_perm[..., None].expand(-1, -1, d))
-            h = x1s.transpose(-1, -2) @ x0[a]
-            new_rot = rotation_from_cross_covariance(h)
-            tr = (new_rot * h.transpose(-1, -2)).sum((-1, -2))
-            new_cost = (n0[a] + n1[b] - 2.0 * tr).clamp_min(0.0)
             # Accept only strict improvements: guards the monotone descent against round-off.
             take = new_cost < cost[idx] - tol * (1.0 + cost[idx])
             changed = (new_perm != perm[idx]).any(-1)
