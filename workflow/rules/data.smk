@@ -16,7 +16,8 @@ rule reference_data:
         system="dw4|lj13|lj55|gmm40|manywell32",
     conda:
         "../../envs/data.yaml"
-    threads: 2
+    # one torch thread (eqbg.data.settings num_threads: 1): two data jobs share two cores
+    threads: 1
     resources:
         runtime=120,
     params:
