@@ -25,7 +25,6 @@ Prints a table and writes ``bench/out/bench_divergence.json``. Not part of pytes
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -204,8 +203,9 @@ def main() -> None:
     write_json(args.out, {
         "divergence": div_rows, "sampling": sample_rows, "systems": SYSTEMS,
         "settings": {k: str(v) for k, v in vars(args).items()}, "device": str(device),
-        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "auto": dict(AUTO), "total_s": total, "provenance": provenance(script="bench_divergence.py"),
+        "auto": dict(AUTO), "total_s": total,
+        "meta": provenance(script="bench_divergence.py", device=str(device),
+                           threads=torch.get_num_threads()),
     })
     print(f"wrote {args.out}")
 

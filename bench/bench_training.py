@@ -15,14 +15,13 @@ Prints a table and writes ``bench/out/bench_training.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from eqbg.io import provenance, write_json
 from eqbg.systems import get_system
 from eqbg.training import build_flow, load_flow, loss_step
 
@@ -159,16 +158,10 @@ def main() -> None:
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "host": platform.node(),
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "model": MODEL,
-    }
-    args.out.write_text(
-        json.dumps({"meta": meta, "training": train_rows, "sampling": sample_rows}, indent=2) + "\n"
+    meta = provenance(
+        script="bench_training.py", device=str(device), threads=torch.get_num_threads(), model=MODEL
     )
+    write_json(args.out, {"meta": meta, "training": train_rows, "sampling": sample_rows})
     print(f"wrote {args.out}")
 
 

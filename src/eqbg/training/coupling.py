@@ -296,7 +296,8 @@ def _alternating_cost(
         # signed sum of these (reducing over a trailing axis of length d is slow in torch)
         prods = [f0[ia][:, None, :, None, k] * f1[None, :, None, :, k] for k in range(d)]
         base = q0[ia][:, None, :, None] + q1[None, :, None, :]
-        cands = []
+        cands: list[Tensor] = []
+        best_lb = None
         for s in signs:
             dot = prods[0] * s[0]
             for k in range(1, d):
@@ -304,12 +305,18 @@ def _alternating_cost(
             c = (base - 2.0 * dot).clamp_min(0.0)
             if mask is not None:
                 c = c.masked_fill(mask, math.inf)
-            cands.append(c)
-        if init == "pca" and len(cands) > 1:
-            lbs = torch.stack([c.min(-1).values.sum(-1) for c in cands])  # (S, r, B1)
-            choice = lbs.argmin(0)
-            sel = torch.stack(cands)[choice, torch.arange(r, device=dev)[:, None], ib_all[None, :]]
-            cands = [sel]
+            if init == "pca-all" or len(signs) == 1:
+                cands.append(c)
+                continue
+            # keep, per pair, the sign choice with the smallest lower bound (sum of row minima);
+            # a running torch.where avoids stacking all candidates
+            lb = c.min(-1).values.sum(-1)  # (r, B1)
+            if best_lb is None:
+                best_lb, cands = lb, [c]
+            else:
+                better = lb < best_lb
+                best_lb = torch.where(better, lb, best_lb)
+                cands = [torch.where(better[..., None, None], c, cands[0])]
         pa = ia.repeat_interleave(b1)
         pb = ib_all.repeat(r)
         flat = pa * b1 + pb
