@@ -82,3 +82,15 @@ def test_torch_is_in_every_env_that_imports_the_models():
         env = yaml.safe_load((ROOT / "envs" / f"{name}.yaml").read_text())
         pip_deps = [d for dep in env["dependencies"] if isinstance(dep, dict) for d in dep["pip"]]
         assert any(d.startswith("torch==") for d in pip_deps), name
+
+
+def test_main_install_has_what_the_report_needs():
+    """The README's main command installs without the test extras; ``snakemake --report`` needs
+    pygments, which snakemake itself does not depend on (pytest pulls it into the test venv, so
+    only this check catches its absence)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {PIN.match(req).group(1).lower() for req in project["dependencies"]}
+    assert {"snakemake", "pygments", "jsonschema", "pyyaml"} <= names
+    report_env = yaml.safe_load((ROOT / "envs" / "report.yaml").read_text())
+    pip_pins = next(d["pip"] for d in report_env["dependencies"] if isinstance(d, dict))
+    assert {"snakemake", "pygments"} <= {PIN.match(p).group(1).lower() for p in pip_pins}

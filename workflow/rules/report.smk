@@ -72,7 +72,7 @@ rule html_report:
     benchmark:
         "results/benchmarks/report.tsv"
     conda:
-        "../../envs/plot.yaml"
+        "../../envs/report.yaml"
     params:
         snakefile=workflow.main_snakefile,
     script:
