@@ -231,10 +231,14 @@ def test_resume_reproduces_uninterrupted_run(dw4_data, tmp_path):
     rows_b = list(csv.DictReader(open(part / "train.csv")))
     assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
     assert len(rows_a) == 12
-    # resuming with other settings is refused
-    other = _settings(steps=12, checkpoint_every=4, lr=5e-3)
-    with pytest.raises(SettingsError, match="different settings"):
-        train_run("dw4", "egnn", "eqotfm", 3, other, dw4_data, part)
+    # other settings start a new run from step 1 and keep the old checkpoint aside
+    other = _settings(steps=3, checkpoint_every=4, lr=5e-3)
+    seen.clear()
+    train_run("dw4", "egnn", "eqotfm", 3, other, dw4_data, part, callback=lambda s, f, l: seen.append(s))
+    assert seen == [1, 2, 3]
+    stale = list(part.glob("checkpoint.stale-*.pt"))
+    assert len(stale) == 1
+    assert torch.load(stale[0], weights_only=False)["config"]["training"]["lr"] != 5e-3
 
 
 def test_nan_guard_names_step_and_keeps_checkpoint(dw4_data, tmp_path):

@@ -266,10 +266,18 @@ def train_run(
         if ck.get("config", {}).get("training") != config["training"] or any(
             ck["config"].get(k) != config[k] for k in ("system", "model", "ode", "loss", "seed")
         ):
-            raise SettingsError(
-                f"{ckpt_path} was written with different settings; delete it (or the run "
-                "folder) to start over"
+            # Changed settings mean a new run (Snakemake reruns on changed params): start over,
+            # but keep the old checkpoint beside it rather than deleting someone's training.
+            stale = ckpt_path.with_name(f"checkpoint.stale-{time.strftime('%Y%m%dT%H%M%S')}.pt")
+            ckpt_path.rename(stale)
+            log.warning(
+                "%s was written with different settings; moved it to %s and starting over",
+                ckpt_path, stale.name,
             )
+            ck = None
+    else:
+        ck = None
+    if ck is not None:
         flow.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
