@@ -261,21 +261,21 @@ def train_run(
     wall_before = 0.0
     order = torch.randperm(len(train_x), generator=gen, device=device)
     pos = 0
+    ck = None
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("config", {}).get("training") != config["training"] or any(
-            ck["config"].get(k) != config[k] for k in ("system", "model", "ode", "loss", "seed")
-        ):
-            # Changed settings mean a new run (Snakemake reruns on changed params): start over,
-            # but keep the old checkpoint beside it rather than deleting someone's training.
-            stale = ckpt_path.with_name(f"checkpoint.stale-{time.strftime('%Y%m%dT%H%M%S')}.pt")
-            ckpt_path.rename(stale)
-            log.warning(
-                "%s was written with different settings; moved it to %s and starting over",
-                ckpt_path, stale.name,
-            )
-            ck = None
-    else:
+    if ck is not None and (
+        ck.get("config", {}).get("training") != config["training"]
+        or any(ck["config"].get(k) != config[k] for k in ("system", "model", "ode", "loss", "seed"))
+    ):
+        # Changed settings mean a new run (Snakemake reruns on changed params): start over,
+        # but keep the old checkpoint beside it rather than deleting someone's training.
+        stale = ckpt_path.with_name(f"checkpoint.stale-{time.strftime('%Y%m%dT%H%M%S')}.pt")
+        ckpt_path.rename(stale)
+        log.warning(
+            "%s was written with different settings; moved it to %s and starting over",
+            ckpt_path, stale.name,
+        )
         ck = None
     if ck is not None:
         flow.load_state_dict(ck["model"])
