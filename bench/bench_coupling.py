@@ -24,7 +24,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from eqbg.io import provenance, write_json
-from eqbg.training.coupling import emd_permutation, equivariant_cost_matrix, equivariant_ot
+from eqbg.ot.coupling import emd_permutation, equivariant_cost_matrix, equivariant_ot
 
 SYSTEMS = {"dw4": (4, 2), "lj13": (13, 3)}
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from eqbg.training.alignment import (
+from eqbg.ot.alignment import (
     align,
     batched_assignment,
     kabsch,
     random_rotation,
     type_groups,
 )
-from eqbg.training.coupling import (
+from eqbg.ot.coupling import (
     emd_permutation,
     equivariant_cost_matrix,
     equivariant_ot,

@@ -8,15 +8,18 @@ Public API (CONTRACT.md): :func:`ot_permutation`, :func:`equivariant_ot`, :func:
 
 from __future__ import annotations
 
-from eqbg.training.alignment import align, batched_assignment, kabsch, random_rotation
-from eqbg.training.coupling import (
+from eqbg.ot import (
     EquivariantCost,
+    align,
+    batched_assignment,
     emd_permutation,
     equivariant_cost_matrix,
     equivariant_ot,
     independent_coupling,
+    kabsch,
     ot_permutation,
     pairwise_squared_distance,
+    random_rotation,
 )
 from eqbg.training.losses import CouplingOptions, couple, flow_matching_loss, loss_step
 from eqbg.training.loop import (

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from eqbg.flows import CNF, remove_mean
-from eqbg.training.coupling import equivariant_ot, independent_coupling, ot_permutation
+from eqbg.ot import equivariant_ot, independent_coupling, ot_permutation
 from eqbg.training.settings import LOSSES
 
 __all__ = ["CouplingOptions", "couple", "flow_matching_loss", "loss_step"]

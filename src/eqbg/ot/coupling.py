@@ -25,7 +25,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from eqbg.training.alignment import (
+from eqbg.ot.alignment import (
     batched_assignment,
     max_rotation_trace,
     rotation_from_cross_covariance,

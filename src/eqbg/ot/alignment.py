@@ -1,7 +1,7 @@
 """Rigid alignment of particle configurations: Kabsch (proper rotations only) and Hungarian
 assignment restricted to atoms of equal type.
 
-Conventions (shared with :mod:`eqbg.training.coupling`):
+Conventions (shared with :mod:`eqbg.ot.coupling`):
 
 * configurations are ``(..., n, d)`` tensors, ``d`` in {2, 3}, assumed centre-of-mass free, so a
   rotation about the origin is the whole rigid alignment (translations are already optimal);
