@@ -108,8 +108,8 @@ METRIC_KEYS: tuple[str, ...] = (
     "energy_test_n", "energy_w1", "energy_w2", "energy_w1_reweighted", "energy_w2_reweighted",
     "mean_energy_data", "mean_energy_data_err", "mean_energy_flow", "mean_energy_flow_err",
     "mean_energy_reweighted", "mean_energy_reweighted_err",
-    "sampling_wall_time_s", "samples_per_s", "nfe", "nfe_total", "path_length",
-    "energy_eval_time_s", "n_energy_evals_eval", "n_energy_evals_train",
+    "sampling_wall_time_s", "samples_per_s", "ess_per_s", "nfe", "nfe_total", "path_length",
+    "energy_eval_time_s", "flow_energy_time_s", "n_energy_evals_eval", "n_energy_evals_train",
     "train_time_s", "train_steps", "final_val_nll",
 )
 
@@ -223,6 +223,7 @@ def evaluate_samples(
     # --- energies, failures, weights
     t0 = time.perf_counter()
     u_flow = compute_energies(system, x, cfg["energy_batch_size"], cfg["device"])
+    flow_energy_time = time.perf_counter() - t0
     i_energy = subset_indices(m, cfg["energy_test_n"], cfg["nll_seed"])
     u_data_sub = compute_energies(system, x_test_np[i_energy], cfg["energy_batch_size"], cfg["device"])
     # test energies are needed on the NLL subset as well (forward ESS); NaN marks "not computed"
@@ -402,6 +403,10 @@ def evaluate_samples(
     wall = _scalar(samples.get("wall_time_s"))
     metrics["sampling_wall_time_s"] = wall
     metrics["samples_per_s"] = n / wall if wall and math.isfinite(wall) and wall > 0 else float("nan")
+    # What a user of a Boltzmann generator pays for: effective samples per second of the whole
+    # sampling stage, the target energies of every sample included.
+    cost_s = wall + flow_energy_time
+    metrics["ess_per_s"] = ess * n / cost_s if math.isfinite(cost_s) and cost_s > 0 else float("nan")
     # sample_run sums NFE over integration batches: report it per batch (comparable across
     # batch sizes) and keep the total
     nfe_total = _scalar(samples.get("nfe"))
@@ -410,6 +415,7 @@ def evaluate_samples(
     metrics["nfe"] = nfe_total / n_batches if math.isfinite(n_batches) and n_batches > 0 else nfe_total
     metrics["path_length"] = _scalar(samples.get("path_length"))
     metrics["energy_eval_time_s"] = energy_time
+    metrics["flow_energy_time_s"] = flow_energy_time
     metrics["n_energy_evals_eval"] = int(n + np.isfinite(u_data_all).sum())
     metrics.update(training_cost(train_curve, loss))
     return metrics, arrays
