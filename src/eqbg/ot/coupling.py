@@ -132,6 +132,12 @@ class EquivariantCost:
             a pair is ``kabsch(x1[b][perm[a, b]], x0[a])``; only the chosen pairs need it).
         n_assignment_calls: scipy Hungarian calls made (the Python-bound part of the work).
         n_iterations: alternation sweeps done (0 when the permutations were enumerated).
+        n_fallback: pairs whose alternating search ended above the plain squared distance
+            ``|x0[a] - x1[b]|^2`` (the identity pairing, always feasible). With ``fallback=True``
+            (the default) exactly these pairs were replaced by the identity permutation and
+            rotation, so their ``cost`` is the plain one; with ``fallback=False`` they keep the
+            search's result and are only counted. Always 0 when the permutations were
+            enumerated (the identity is among them, so the exact minimum is never above plain).
     """
 
     cost: Tensor
@@ -139,6 +145,7 @@ class EquivariantCost:
     rotation: Tensor | None
     n_assignment_calls: int = 0
     n_iterations: int = 0
+    n_fallback: int = 0
 
 
 def _pca_frames(x: Tensor) -> Tensor:
@@ -247,7 +254,8 @@ def _alternating_cost(
     max_iter: int,
     tol: float,
     max_elements: int,
-) -> tuple[Tensor, Tensor, Tensor, int, int]:
+    fallback: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, int, int, int]:
     """Alternate Hungarian assignment and Kabsch rotation for all B0×B1 pairs at once.
 
     Start: ``identity`` compares raw coordinates; ``pca`` expresses both samples in their
@@ -262,6 +270,9 @@ def _alternating_cost(
     row minima are not already a permutation), one batched Kabsch. A pair leaves the active set
     as soon as its assignment stops changing (its rotation, and so its cost, is then fixed too);
     the cost never increases from one sweep to the next.
+
+    Last, every pair whose search ended above its plain squared distance is counted and, with
+    ``fallback``, replaced by the identity pairing (see :attr:`EquivariantCost.n_fallback`).
     """
     b0, n, d = x0.shape
     b1 = x1.shape[0]
@@ -363,10 +374,13 @@ def _alternating_cost(
             still.append(idx[take & changed])
         active = torch.cat(still)
     # The identity pairing (no relabelling, no rotation) is feasible, so the minimum can never
-    # exceed the plain squared distance; a local search that ended above it falls back to it.
+    # exceed the plain squared distance; a local search that ended above it falls back to it
+    # (only possible from a principal-axes start: from the identity start the first sweep is
+    # already at or below plain, up to round-off, and the descent is monotone).
     plain = (n0[pa_all] + n1[pb_all] - 2.0 * (x0[pa_all] * x1[pb_all]).sum((-1, -2))).clamp_min(0.0)
     worse = plain < cost
-    if bool(worse.any()):
+    n_fallback = int(worse.sum())
+    if fallback and n_fallback:
         cost = torch.where(worse, plain, cost)
         perm[worse] = torch.arange(n, device=dev)
         rot[worse] = eye
@@ -376,6 +390,7 @@ def _alternating_cost(
         rot.reshape(b0, b1, d, d),
         calls,
         sweeps,
+        n_fallback,
     )
 
 
@@ -411,6 +426,7 @@ def equivariant_cost_matrix(
     max_iter: int = 20,
     tol: float = 1e-10,
     max_elements: int = 2_000_000,
+    fallback: bool = True,
 ) -> EquivariantCost:
     """Minimal squared distance over proper rotations and within-type permutations, all pairs.
 
@@ -425,6 +441,10 @@ def equivariant_cost_matrix(
         max_iter: cap on alternation sweeps.
         tol: relative improvement below which a pair counts as converged.
         max_elements: working-set size per chunk, bounds memory.
+        fallback: replace an alternating-search result above the plain squared distance by the
+            identity pairing (the default; the returned cost is then never above plain). False
+            keeps the search's own result, to test the search itself; either way such pairs are
+            counted in :attr:`EquivariantCost.n_fallback`. No effect when enumerating.
 
     Returns:
         :class:`EquivariantCost` (computed in float64 on the inputs' device).
@@ -443,10 +463,17 @@ def equivariant_cost_matrix(
                 a, b, torch.as_tensor(perms, device=a.device), max_elements
             )
             return EquivariantCost(cost, perm, None)
-        cost, perm, rot, calls, sweeps = _alternating_cost(
-            a, b, groups, init=init, max_iter=max_iter, tol=tol, max_elements=max_elements
+        cost, perm, rot, calls, sweeps, n_fallback = _alternating_cost(
+            a,
+            b,
+            groups,
+            init=init,
+            max_iter=max_iter,
+            tol=tol,
+            max_elements=max_elements,
+            fallback=fallback,
         )
-        return EquivariantCost(cost, perm, rot, calls, sweeps)
+        return EquivariantCost(cost, perm, rot, calls, sweeps, n_fallback)
 
 
 def equivariant_ot(
