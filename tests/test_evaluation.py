@@ -540,3 +540,158 @@ def test_exact_system_log_z_and_forward_kl():
     assert metrics["ess"] == pytest.approx(1.0, abs=1e-9)
     assert metrics["log_z_error"] == pytest.approx(0.0, abs=1e-6)
     assert "distance_w2" not in metrics  # not a particle system
+
+
+# ----------------------------------------------------------------------------- D-chirality
+
+
+def test_frac_d_chirality_counts_exactly_the_mirrored_samples():
+    from eqbg.systems import get_system
+    from eqbg.systems.aldp import chirality_volume, internal_coordinate_structure
+    from eqbg.ot import random_rotation
+
+    system = get_system("aldp")
+    centre = internal_coordinate_structure(-80.0, 150.0)  # L-alanine
+    centre = centre - centre.mean(axis=0)
+    rng = np.random.default_rng(11)
+    gen = torch.Generator().manual_seed(11)
+
+    def draw(k: int, n_mirror: int) -> tuple[np.ndarray, np.ndarray]:
+        x = centre + 0.002 * rng.normal(size=(k, 22, 3))  # nm, thermal-like
+        x -= x.mean(axis=1, keepdims=True)
+        mirrored = np.zeros(k, dtype=bool)
+        mirrored[rng.choice(k, size=n_mirror, replace=False)] = True
+        x[mirrored, :, 2] *= -1.0  # z -> -z: the D enantiomer
+        # proper rotations do not change handedness: the flag cannot just read the sign of z
+        rot = random_rotation(3, batch=(k,), generator=gen).numpy()
+        return np.einsum("kij,knj->kni", rot, x), mirrored
+
+    x_flow, mirrored_flow = draw(30, 11)
+    x_test, mirrored_test = draw(20, 5)
+    vol = chirality_volume(x_flow)
+    np.testing.assert_array_equal(vol < 0, mirrored_flow)
+    assert np.abs(vol).min() > 1e-4  # nm^3: every sign is clear, not round-off
+    np.testing.assert_array_equal(chirality_volume(x_test) < 0, mirrored_test)
+    # the force field is achiral: mirror images keep their energy, so no sample fails; log q
+    # only has to be finite here
+    metrics, arrays = evaluate_samples(
+        system, {"x": x_flow, "log_q": np.zeros(30)}, x_test, settings={"bootstrap_reps": 20}
+    )
+    assert metrics["n_failed"] == 0
+    assert metrics["frac_d_chirality_flow"] == pytest.approx(11 / 30, abs=1e-12)
+    assert metrics["frac_d_chirality_data"] == pytest.approx(5 / 20, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- forward KL, log Z
+
+
+from eqbg.systems.base import ExactSystem  # noqa: E402
+
+
+class _IsotropicGaussianTarget(ExactSystem):
+    """Exact target ``u(x) = |x|^2 / (2 s_p^2)`` on ``R^{n*d}`` (not CoM-free) with
+    ``log Z = (D/2) log(2 pi s_p^2)``, ``D = n*d``."""
+
+    def __init__(self, n: int, d: int, s_p: float) -> None:
+        super().__init__(name="gauss", n_particles=n, spatial_dim=d, com_free=False)
+        self.s_p = s_p
+        self.log_z = 0.5 * n * d * math.log(2 * math.pi * s_p**2)
+
+    def energy(self, x):
+        return x.pow(2).sum(dim=(1, 2)) / (2 * self.s_p**2)
+
+    def sample(self, num, generator=None):
+        shape = (num, self.n_particles, self.spatial_dim)
+        return self.s_p * torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+
+class _IsotropicGaussianFlow:
+    """Stand-in for a trained flow: ``q = N(0, s_q^2 I_D)`` with its exact ``log_prob``."""
+
+    def __init__(self, s_q: float) -> None:
+        self.s_q = s_q
+        self.calls: list[int | None] = []
+
+    def parameters(self):
+        return iter([torch.zeros((), dtype=torch.float64)])
+
+    def log_prob(self, x, exact=True, batch_size=None):
+        assert exact  # evaluation must ask for the exact density
+        self.calls.append(batch_size)
+        dim = x[0].numel()
+        log_norm = 0.5 * dim * math.log(2 * math.pi * self.s_q**2)
+        return -0.5 * x.pow(2).sum(dim=(1, 2)) / self.s_q**2 - log_norm
+
+    def sample(self, num, generator):
+        x = self.s_q * torch.randn(num, 2, 3, generator=generator, dtype=torch.float64)
+        return x, self.log_prob(x)
+
+
+@pytest.mark.parametrize("s_q", [1.3, 0.9])
+def test_forward_kl_and_log_z_of_a_wrong_scale_gaussian_flow(s_q):
+    n, d, s_p = 2, 3, 1.0
+    dim = n * d
+    system = _IsotropicGaussianTarget(n, d, s_p)
+    flow = _IsotropicGaussianFlow(s_q)
+    x, log_q = flow.sample(4000, torch.Generator().manual_seed(21))
+    x_test = system.sample(2000, torch.Generator().manual_seed(22))
+    metrics, _ = evaluate_samples(
+        system, {"x": x.numpy(), "log_q": log_q.numpy()}, x_test,
+        flow=flow, settings={"nll_n": None, "bootstrap_reps": 20},
+    )
+    assert flow.calls and metrics["nll_n"] == 2000
+    # forward KL(p || q) = E_p[log p - log q]; closed form for two centred isotropic Gaussians
+    r = s_p**2 / s_q**2
+    kl_exact = 0.5 * dim * (r - 1.0 - math.log(r))
+    sq = x_test.pow(2).sum(dim=(1, 2)).numpy()
+    f = -0.5 * sq * (1 / s_p**2 - 1 / s_q**2) + 0.5 * dim * math.log(s_q**2 / s_p**2)
+    assert metrics["forward_kl"] == pytest.approx(f.mean(), abs=1e-9)  # same test points
+    kl_se = f.std(ddof=1) / math.sqrt(f.size)
+    assert abs(metrics["forward_kl"] - kl_exact) < 4 * kl_se, (metrics["forward_kl"], kl_exact, kl_se)
+    assert kl_exact > 5 * kl_se  # the test tells the KL apart from zero (8 se at s_q = 0.9)
+    # importance-sampling log Z from samples of q with their exact log q; delta-method error
+    # se(log Z_hat) = std(w) / (sqrt(N) mean(w))
+    log_z = 0.5 * dim * math.log(2 * math.pi * s_p**2)
+    assert metrics["log_z"] == pytest.approx(log_z, rel=1e-12)
+    log_w = -0.5 * x.pow(2).sum(dim=(1, 2)).numpy() / s_p**2 - log_q.numpy()
+    w = np.exp(log_w - log_w.max())
+    z_se = w.std(ddof=1) / (math.sqrt(w.size) * w.mean())
+    assert metrics["log_z_estimate"] == pytest.approx(log_w.max() + math.log(w.mean()), abs=1e-9)
+    assert metrics["log_z_error"] == pytest.approx(metrics["log_z_estimate"] - log_z, abs=1e-12)
+    assert abs(metrics["log_z_error"]) < 4 * z_se, (metrics["log_z_error"], z_se)
+    # ... and the Kish ESS agrees with its closed form E_q[w]^2 / E_q[w^2] within noise
+    ess_exact = (r * (2.0 - r)) ** (dim / 2) if r < 2 else 0.0
+    assert metrics["ess"] == pytest.approx(ess_exact, abs=0.05)
+
+
+# ----------------------------------------------------------------------------- W_p against POT
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("sizes", [(1, 7), (13, 13), (50, 80), (200, 33)])
+def test_weighted_wasserstein_matches_pot(sizes, p):
+    import ot
+
+    rng = np.random.default_rng(sizes[0] * 1000 + sizes[1] + p)
+    for trial in range(5):
+        u = rng.normal(size=sizes[0])
+        v = rng.normal(0.5, 2.0, size=sizes[1])
+        if trial % 2:
+            u, v = np.round(u, 1), np.round(v, 1)  # ties within and across the samples
+        wu, wv = rng.random(sizes[0]), rng.random(sizes[1]) ** 3
+        # zero weights (but never all of them)
+        wu[rng.random(sizes[0]) < 0.3] = 0.0
+        wv[rng.random(sizes[1]) < 0.3] = 0.0
+        wu[rng.integers(sizes[0])] = 1.0
+        wv[rng.integers(sizes[1])] = 1.0
+        # POT: W_p^p, weights must already sum to one
+        want = ot.wasserstein_1d(u, v, wu / wu.sum(), wv / wv.sum(), p=p) ** (1.0 / p)
+        got = wasserstein_1d(u, v, wu, wv, p=p)
+        assert got == pytest.approx(want, rel=1e-10, abs=1e-12), (trial, got, want)
+        # zero-weight entries are ignored entirely, even when they are not finite
+        u_bad, v_bad = u.copy(), v.copy()
+        u_bad[wu == 0], v_bad[wv == 0] = np.nan, np.inf
+        assert wasserstein_1d(u_bad, v_bad, wu, wv, p=p) == pytest.approx(want, rel=1e-10, abs=1e-12)
+        # unweighted against POT as well
+        want_u = ot.wasserstein_1d(u, v, p=p) ** (1.0 / p)
+        assert wasserstein_1d(u, v, p=p) == pytest.approx(want_u, rel=1e-10, abs=1e-12)
