@@ -238,3 +238,87 @@ def test_aldp_short_md(tmp_path):
     # blocks are separated by the gap inside every trajectory
     assert diag["blocks"]["val"][0] - diag["blocks"]["train"][1] == 2
     assert math.isfinite(diag["energy"]["mean"])
+
+
+# --------------------------------------------------------------------------------------------
+# system capabilities used by the data stage; provenance names the proposal actually used
+# --------------------------------------------------------------------------------------------
+
+# tiny and unconverged on purpose: only the files and the provenance record are checked
+TINY_MCMC = {
+    "n_chains": 4, "splits": {"train": 16, "val": 8, "test": 8}, "burn_in": 20, "thin": 1,
+    "minimise_steps": 5, "conf_temp_samples": 0, "check_convergence": False,
+}
+
+
+@pytest.mark.parametrize(("name", "proposal", "says", "not_says"), [
+    ("lj13", "mala", "MALA", "random-walk"),
+    ("dw4", "rw", "random-walk Metropolis", "MALA"),
+])
+def test_provenance_names_the_proposal_used(tmp_path, name, proposal, says, not_says):
+    make_reference_data(name, dict(TINY_MCMC, proposal=proposal), seed=0, out_dir=tmp_path)
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["settings"]["proposal"] == proposal
+    assert says in prov["sampler_description"]
+    assert not_says not in prov["sampler_description"]
+
+
+def test_sampler_and_defaults_come_from_the_registry():
+    from eqbg.data import sampler_for
+    from eqbg.data.settings import system_defaults
+    from eqbg.systems import KNOWN_SYSTEMS, system_spec
+
+    for name in KNOWN_SYSTEMS:
+        spec = system_spec(name)
+        assert sampler_for(name) == spec.reference_sampler
+        s = resolve_settings(name, spec.reference_sampler, None)  # registry defaults are valid
+        for key, value in spec.data_defaults.items():
+            got = s[key]
+            assert ({k: got[k] for k in value} if key == "convergence" else got) == value, key
+    assert sampler_for(get_system("gmm40")) == "exact" and sampler_for(get_system("lj13")) == "mcmc"
+    # the per-system numbers are unchanged by the move onto the registry
+    assert system_defaults("lj13") == {
+        "init_radius": 2.0, "init_min_dist": 0.9, "proposal": "mala", "step_size": 0.03,
+        "target_acceptance": 0.57, "n_chains": 64, "burn_in": 10_000, "thin": 200,
+    }
+    assert system_defaults("dw4")["proposal"] == "rw" and system_defaults("aldp") == {}
+    assert system_defaults("unregistered") == {}
+
+
+def test_conf_temp_is_rejected_for_a_once_differentiable_energy():
+    # aldp: OpenMM gives forces but no Hessian, and T_conf needs the Laplacian of the energy
+    with pytest.raises(ValueError, match=r"conf_temp: True .*'aldp'.*Laplacian.*set conf_temp: false"):
+        resolve_settings("aldp", "md", {"conf_temp": True})
+    assert resolve_settings("aldp", "md", {"conf_temp": False})["conf_temp"] is False
+
+    class OnceDifferentiable:
+        name = "custom"
+        second_derivatives = False
+
+    with pytest.raises(ValueError, match=r"conf_temp_samples: 1000 .*set conf_temp_samples: 0"):
+        resolve_settings(OnceDifferentiable(), "mcmc", {"init_radius": 1.0, "init_min_dist": 0.5})
+    ok = resolve_settings(OnceDifferentiable(), "mcmc",
+                          {"init_radius": 1.0, "init_min_dist": 0.5, "conf_temp_samples": 0})
+    assert ok["conf_temp_samples"] == 0
+
+
+def test_conf_temp_really_needs_second_derivatives(aldp_system):
+    # what the rejection protects against: the gradient OpenMM supplies is a constant of the
+    # autograd graph, so the double backward of the Laplacian fails
+    x = aldp_system.positions[None].clone()
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        configurational_temperature(aldp_system.energy, x)
+
+
+@pytest.fixture(scope="module")
+def aldp_system():
+    return get_system("aldp", n_workers=1)
+
+
+def test_data_rules_take_their_systems_from_the_registry():
+    from eqbg.systems import KNOWN_SYSTEMS
+
+    text = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "data.smk").read_text()
+    assert 'name_pattern("mcmc", "exact")' in text and 'name_pattern("md")' in text
+    for name in KNOWN_SYSTEMS:
+        assert f'"{name}' not in text and f"|{name}" not in text, name

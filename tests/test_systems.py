@@ -3,14 +3,28 @@ evaluation, L-chirality of the shipped alanine dipeptide, exact samplers and nor
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
 
-from eqbg.systems import KNOWN_SYSTEMS, LennardJones, MultiDoubleWell, get_system
+from eqbg.systems import (
+    KNOWN_SYSTEMS,
+    REFERENCE_SAMPLERS,
+    SPEC_FIELDS,
+    LennardJones,
+    MultiDoubleWell,
+    SystemSpec,
+    get_system,
+    name_pattern,
+    system_spec,
+    systems_with_sampler,
+)
 from eqbg.systems.particles import double_well_pair_minimum
 
 # --------------------------------------------------------------------------------------------
@@ -544,3 +558,150 @@ def test_shipped_aldp_is_what_the_builder_makes(aldp):
     rebuilt = build_minimised_structure()
     # the PDB stores 1e-3 Angstrom = 1e-4 nm; the minimiser is deterministic on Reference
     assert np.abs(rebuilt - aldp.positions.numpy()).max() < 2e-4
+
+
+# --------------------------------------------------------------------------------------------
+# capabilities: registry specs, reference samplers, observables, options, exact mean energies
+# --------------------------------------------------------------------------------------------
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# constructor arguments the registry fixes per name (they set the shape, hence the name)
+STRUCTURAL = {"n_particles", "spatial_dim", "name", "n_wells"}
+
+
+@pytest.mark.parametrize("name", KNOWN_SYSTEMS)
+def test_built_system_agrees_with_its_spec(name):
+    spec = system_spec(name)
+    system = get_system(name, n_workers=1) if name == "aldp" else get_system(name)
+    for field in SPEC_FIELDS:
+        assert getattr(system, field) == getattr(spec, field), field
+    assert system.spec_mismatch(spec) == []
+    assert set(spec.options) <= _keyword_options(type(system))
+
+
+def _keyword_options(cls) -> set[str]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in params if p.name != "self" and p.kind is not p.VAR_KEYWORD}
+
+
+def test_spec_options_are_the_constructor_options():
+    # every keyword the system classes take is a registry option, except the structural ones
+    for name in KNOWN_SYSTEMS:
+        spec = system_spec(name)
+        if name == "aldp":
+            from eqbg.systems.aldp import AlanineDipeptide as cls
+        else:
+            cls = type(get_system(name))
+        assert _keyword_options(cls) - STRUCTURAL == set(spec.options), name
+
+
+def test_spec_is_read_only_and_rejects_unknown_capabilities():
+    spec = system_spec("lj55")
+    with pytest.raises(AttributeError):
+        spec.dim = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.data_defaults["thin"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        spec.data_defaults["convergence"]["rhat_max"] = 2.0  # type: ignore[index]
+    with pytest.raises(ValueError, match="reference_sampler"):
+        SystemSpec(name="x", n_particles=2, spatial_dim=3, com_free=True, length_unit="reduced",
+                   reference_sampler="hmc")
+    with pytest.raises(ValueError, match="observables"):
+        SystemSpec(name="x", n_particles=2, spatial_dim=3, com_free=True, length_unit="reduced",
+                   reference_sampler="mcmc", observables=("rdf",))
+    with pytest.raises(ValueError, match="known systems"):
+        system_spec("lj31")
+
+
+def test_name_patterns_partition_the_registry():
+    by_sampler = {s: systems_with_sampler(s) for s in REFERENCE_SAMPLERS}
+    assert sorted(n for names in by_sampler.values() for n in names) == sorted(KNOWN_SYSTEMS)
+    assert by_sampler["md"] == ("aldp",) and set(by_sampler["exact"]) == {"gmm40", "manywell32"}
+    pattern = name_pattern("mcmc", "exact")
+    for name in KNOWN_SYSTEMS:
+        matches = re.fullmatch(pattern, name) is not None
+        assert matches == (system_spec(name).reference_sampler != "md"), name
+    assert re.fullmatch(pattern, "lj1") is None and re.fullmatch(name_pattern("md"), "aldp")
+    with pytest.raises(ValueError, match="unknown reference sampler"):
+        name_pattern("hmc")
+
+
+def _schema() -> dict:
+    import yaml
+
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def test_schema_system_options_are_the_registered_options():
+    """``systems.<name>.options`` in the schema allows exactly the options get_system takes."""
+    allowed = set(_schema()["$defs"]["system_entry"]["properties"]["options"]["properties"])
+    assert allowed == {o for n in KNOWN_SYSTEMS for o in system_spec(n).options}
+    assert "r_c" in allowed and "soft_core_radius" not in allowed
+
+
+def test_lj_soft_core_option_from_a_validated_config():
+    import yaml
+    from snakemake.utils import validate
+
+    from eqbg.pipeline import system_options
+
+    config = yaml.safe_load((SCHEMA.parents[2] / "config.yaml").read_text())
+    config["systems"]["lj13"] = {"options": {"r_c": 0.5, "pair_convention": "unique"}, "data": {}}
+    validate(config, str(SCHEMA))
+    lj = get_system("lj13", **system_options(config, "lj13"))
+    assert lj.r_c == 0.5 and lj.pair_convention == "unique"
+    # an option another system takes passes the schema but not get_system, which names it
+    with pytest.raises(ValueError, match=r"bad options \['r_c'\] for system 'dw4'"):
+        get_system("dw4", r_c=0.5)
+
+
+def test_observables_and_their_methods():
+    lj = get_system("lj13")
+    assert lj.observables == () and lj.mean_energy is None
+    with pytest.raises(NotImplementedError, match="dihedrals"):
+        lj.dihedrals(torch.zeros(1, 13, 3))
+    with pytest.raises(NotImplementedError, match="chirality"):
+        lj.chirality(torch.zeros(1, 13, 3))
+
+
+def test_aldp_dihedrals_and_chirality(aldp):
+    from eqbg.systems.aldp import PHI_ATOMS, PSI_ATOMS, dihedral
+
+    x = aldp_batch(aldp, 5)
+    phi, psi = aldp.dihedrals(x)
+    assert phi.shape == psi.shape == (5,) and phi.dtype == np.float64
+    xn = x.numpy()
+    np.testing.assert_allclose(np.degrees(phi), dihedral(xn, *PHI_ATOMS), atol=1e-3)
+    np.testing.assert_allclose(np.degrees(psi), dihedral(xn, *PSI_ATOMS), atol=1e-3)
+    assert (phi < 0).all()  # the shipped structure sits in the phi < 0 basin
+    chi = aldp.chirality(x)
+    assert chi.shape == (5,) and (chi > 0).all()
+    assert (aldp.chirality(-x) < 0).all()  # the mirror image is D-alanine
+    assert aldp.mean_energy is None and not aldp.second_derivatives
+
+
+@pytest.mark.parametrize(("name", "n"), [("manywell32", 100_000), ("gmm40", 400_000)])
+def test_exact_mean_energy_matches_exact_samples(name, n):
+    system = get_system(name)
+    x = system.sample(n, generator=torch.Generator().manual_seed(7))
+    u = system.energy(x).numpy()
+    se = u.std(ddof=1) / math.sqrt(n)
+    assert abs(u.mean() - system.mean_energy) < 4 * se, (u.mean(), system.mean_energy, se)
+    assert se < 0.03
+
+
+def test_manywell_mean_energy_by_independent_quadrature():
+    # E[u] per well = E[u1] + 1/2, with E[u1] from scipy's quad on the whole line
+    s = get_system("manywell32")
+    z = integrate.quad(lambda t: math.exp(-s.u1(t)), -np.inf, np.inf)[0]
+    m = integrate.quad(lambda t: s.u1(t) * math.exp(-s.u1(t)), -np.inf, np.inf)[0]
+    assert s.mean_energy == pytest.approx(16 * (m / z + 0.5), rel=1e-8)
+    assert math.log(z) == pytest.approx(s.log_z1, rel=1e-10)
+
+
+def test_gmm40_mean_energy_is_converged_in_the_grid_step():
+    s = get_system("gmm40")
+    assert abs(s._entropy(s.std / 8) - s.mean_energy) < 1e-8
+    # each mode alone has entropy log(2 pi e std^2); the mixture adds at most log(40)
+    single = math.log(2 * math.pi * math.e * s.std**2)
+    assert single < s.mean_energy <= single + math.log(40) + 1e-9

@@ -1,5 +1,8 @@
 # Reference data: MCMC for particle systems, OpenMM MD for alanine dipeptide, exact samplers for
-# the toy targets. Splits are by chain (or time block), never by configuration.
+# the toy targets. Splits are by chain (or time block), never by configuration. Which rule makes
+# a system's data follows its reference sampler in the registry (eqbg.systems; common.smk puts
+# eqbg on the path).
+from eqbg.systems import name_pattern
 
 
 rule reference_data:
@@ -13,7 +16,7 @@ rule reference_data:
     benchmark:
         "results/benchmarks/data/{system}.tsv"
     wildcard_constraints:
-        system="dw4|lj13|lj55|gmm40|manywell32",
+        system=name_pattern("mcmc", "exact"),
     conda:
         "../../envs/data.yaml"
     # one torch thread (eqbg.data.settings num_threads: 1): two data jobs share two cores
@@ -33,7 +36,7 @@ use rule reference_data as reference_md with:
     benchmark:
         "results/benchmarks/data/{system}.tsv"
     wildcard_constraints:
-        system="aldp",
+        system=name_pattern("md"),
     conda:
         "../../envs/md.yaml"
     resources:

@@ -1,5 +1,12 @@
 """Reference data: MCMC / MD / exact samplers, convergence diagnostics, chain-aware splits and
-validated dataset files (see DESIGN.md, "Files between stages").
+validated dataset files.
+
+Files (the contract with the training and evaluation stages): ``{out_dir}/{split}.npz`` for
+``split`` in train, val, test, each holding ``x``: float32 ``(N, n_particles, spatial_dim)``
+(centre-of-mass free for CoM-free systems) and the 0-d strings ``system`` and ``split``; beside
+them ``{out_dir}/provenance.json`` (sampler and its description, resolved settings, seed,
+versions, git commit, diagnostics, file hashes). The pipeline uses ``results/data/{system}/``;
+:func:`make_reference_data` writes these files and :func:`load_dataset` validates them.
 
 Public API:
 

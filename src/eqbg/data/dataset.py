@@ -3,14 +3,14 @@
 ``make_reference_data`` writes ``out_dir/{train,val,test}.npz`` and ``out_dir/provenance.json``
 atomically. Splits never share a chain (MCMC), a time block (MD) or a draw (exact samplers),
 because MCMC output contains correlated and repeated states: a random split of pooled chains puts
-near-copies of test configurations into the training set (PEERS.md: 86 % of distinct DEM DW4 test
-configurations are also in train).
+near-copies of test configurations into the training set (in the DW4 data shipped with DEM, 86 %
+of the distinct test configurations also appear in the training set).
 
 MCMC initialisation (``init="minimised"``, the default): particles are placed at random in a
 ball with no pair closer than ``init_min_dist``, then every chain runs per-chain steepest
 descent to a nearby local minimum (:func:`eqbg.data.mcmc.minimise`). Burn-in then starts from
-low-energy structures and heats them to kT = 1 -- DESIGN.md measured that LJ55 from random starts
-is still drifting after 10k steps. Optional simulated annealing (``anneal_t0``,
+low-energy structures and heats them to kT = 1 -- LJ55 from random starts was measured to be
+still drifting after 10k steps. Optional simulated annealing (``anneal_t0``,
 ``anneal_steps``) runs the first burn-in steps at a temperature decaying to 1. Whatever the
 start, the diagnostics (split R-hat, IAT/ESS, configurational temperature, acceptance) decide
 whether the chains converged.
@@ -42,6 +42,7 @@ __all__ = [
     "make_reference_data",
     "load_dataset",
     "sampler_for",
+    "sampler_description",
     "assign_chains",
     "check_disjoint",
     "check_convergence",
@@ -77,16 +78,21 @@ def _get_system(system: Any, options: Mapping[str, Any]):
 
 
 def sampler_for(system: Any) -> str:
-    """``"exact"`` for systems with an exact sampler, ``"md"`` for OpenMM systems, else ``"mcmc"``."""
-    if callable(getattr(system, "sample", None)) and hasattr(system, "log_z"):
-        try:
-            float(system.log_z)
-            return "exact"
-        except (NotImplementedError, AttributeError, TypeError):
-            pass
-    if getattr(system, "openmm_system", None) is not None or getattr(system, "name", "") == "aldp":
-        return "md"
-    return "mcmc"
+    """The system's ``reference_sampler``: ``"mcmc"``, ``"md"`` or ``"exact"``.
+
+    Accepts a ``System`` (or any object with that attribute) or a registered name.
+    """
+    if isinstance(system, str):
+        from eqbg.systems import system_spec
+
+        return system_spec(system).reference_sampler
+    sampler = getattr(system, "reference_sampler", None)
+    if sampler not in ("mcmc", "md", "exact"):
+        raise ValueError(
+            f"system {getattr(system, 'name', system)!r} declares no valid reference_sampler "
+            f"('mcmc', 'md' or 'exact'), got {sampler!r}"
+        )
+    return str(sampler)
 
 
 # ----------------------------------------------------------------------------------------- #
@@ -328,32 +334,16 @@ def _sample_exact(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.nd
         e = system.energy(all_x).numpy()
     diag["energy"] = {"mean": float(e.mean()), "std": float(e.std()), "min": float(e.min()), "max": float(e.max()),
                       "se": float(e.std() / math.sqrt(len(e)))}
-    exact_mean = getattr(system, "mean_energy", None)
-    if exact_mean is None and all(hasattr(system, a) for a in ("u1", "log_z1", "n_wells")):
-        exact_mean = _manywell_mean_energy(system)
+    exact_mean = getattr(system, "mean_energy", None)  # System.mean_energy: None if unknown
     if exact_mean is not None:
-        try:
-            m = float(exact_mean() if callable(exact_mean) else exact_mean)
-            diag["energy"]["exact_mean"] = m
-            diag["energy"]["mean_z"] = (diag["energy"]["mean"] - m) / diag["energy"]["se"]
-        except (NotImplementedError, TypeError):
-            pass
+        m = float(exact_mean)
+        diag["energy"]["exact_mean"] = m
+        diag["energy"]["mean_z"] = (diag["energy"]["mean"] - m) / diag["energy"]["se"]
     n_ct = min(s["conf_temp_samples"], len(all_x))
     if n_ct > 0:
         # independent draws: a batch-means error is exact enough; this checks sample() against energy()
         diag["conf_temp"] = dg.configurational_temperature(system.energy, all_x[:n_ct])
     return data, diag
-
-
-def _manywell_mean_energy(system) -> float:
-    """Exact E[u] of the many-well by quadrature: u is a sum of ``n_wells`` independent 2D
-    terms ``u1(x1) + x2^2 / 2`` and E[x2^2 / 2] = 1/2 for the standard normal x2."""
-    grid = np.linspace(-6.0, 6.0, 200_001)
-    u1 = np.asarray(system.u1(grid), dtype=np.float64)
-    w = np.exp(-u1 - float(system.log_z1))
-    dx = grid[1] - grid[0]
-    mean_u1 = float(np.sum(w * u1) * dx)
-    return float(system.n_wells) * (mean_u1 + 0.5)
 
 
 def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -434,6 +424,26 @@ def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarr
 # ----------------------------------------------------------------------------------------- #
 # public entry points
 
+#: How each MCMC proposal is described in ``provenance.json`` (``settings["proposal"]``).
+MCMC_PROPOSALS: dict[str, str] = {
+    "rw": "random-walk Metropolis, CoM-free Gaussian proposals",
+    "mala": "Metropolis-adjusted Langevin (MALA): CoM-free Gaussian proposals drifted along "
+            "-grad u, with the Hastings correction",
+}
+
+
+def sampler_description(sampler: str, settings: Mapping[str, Any]) -> str:
+    """One-line description of the reference sampler for ``provenance.json``, naming the MCMC
+    proposal actually used (``settings["proposal"]``)."""
+    if sampler == "mcmc":
+        return (f"{MCMC_PROPOSALS[settings['proposal']]}; per-chain Robbins-Monro step size "
+                "during burn-in then frozen; chains split disjointly")
+    return {
+        "md": "OpenMM LangevinMiddleIntegrator, no constraints; contiguous time blocks per trajectory",
+        "exact": "exact sampler of the system",
+    }[sampler]
+
+
 
 def make_reference_data(
     system: Any, settings: Mapping[str, Any] | None, seed: int, out_dir: str | os.PathLike[str]
@@ -463,7 +473,7 @@ def make_reference_data(
     sys_obj = _get_system(system, options)
     name = sys_obj.name
     sampler = sampler_for(sys_obj)
-    s = resolve_settings(name, sampler, settings)
+    s = resolve_settings(sys_obj, sampler, settings)
     log.info("%s: generating reference data with %s (seed %d)", name, sampler, seed)
     torch.manual_seed(seed)
     fn = {"mcmc": _sample_mcmc, "md": _sample_md, "exact": _sample_exact}[sampler]
@@ -503,12 +513,7 @@ def make_reference_data(
         path = out / f"{k}.npz"
         io.save_npz(path, x=data[k], system=np.array(name), split=np.array(k))
         files[k] = {"n": len(data[k]), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    sampler_desc = {
-        "mcmc": "random-walk Metropolis, CoM-free Gaussian proposals, per-chain Robbins-Monro step "
-                "size during burn-in then frozen; chains split disjointly",
-        "md": "OpenMM LangevinMiddleIntegrator, no constraints; contiguous time blocks per trajectory",
-        "exact": "exact sampler of the system",
-    }[sampler]
+    sampler_desc = sampler_description(sampler, s)
     io.write_json(out / "provenance.json", io.provenance(
         system=name, system_options=options, pair_convention=getattr(sys_obj, "pair_convention", None),
         sampler=sampler, sampler_description=sampler_desc, settings=s, seed=seed,

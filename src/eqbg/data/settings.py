@@ -4,11 +4,13 @@ Settings are a plain dict (from the Snakemake config). :func:`resolve_settings` 
 user's dict over the defaults for the system's sampler and rejects unknown keys, so a typo fails
 loudly instead of silently using a default.
 
-Three samplers exist, chosen from the system (``sampler`` may be given but must agree).
-The tables list the generic defaults; :data:`SYSTEM_DEFAULTS` overrides them per system
-(dw4, lj13, lj55: proposal, step, chains, burn-in, thinning, placement, LJ55 R-hat threshold):
+Three samplers exist, chosen by the system's ``reference_sampler`` (``sampler`` may be given
+but must agree). The tables list the generic defaults; each registered system's
+``SystemSpec.data_defaults`` (``eqbg.systems``; see :func:`system_defaults`) overrides them for
+that system (e.g. the MCMC systems' proposal, step, chains, burn-in, thinning, placement and
+LJ55's R-hat threshold):
 
-``"mcmc"`` (dw4, lj13, lj55) -- :data:`MCMC_DEFAULTS`:
+``"mcmc"`` -- :data:`MCMC_DEFAULTS`:
 
 =========================  =================  =====================================================
 key                        default            meaning
@@ -53,9 +55,14 @@ key                        default            meaning
 (fail only if ``|T_conf - 1|`` exceeds both ``k`` standard errors and the tolerance),
 ``min_ess`` 500 (total effective samples of the energy over all kept samples),
 ``acceptance_min`` 0.1 / ``acceptance_max`` 0.9 (every chain's post-burn-in acceptance),
-``max_phi_positive`` 0.15 (aldp: fraction of frames with phi > 0).
+``max_phi_positive`` 0.15 (MD of alanine dipeptide: fraction of frames with phi > 0).
 
-``"md"`` (aldp) -- :data:`MD_DEFAULTS`: ``splits`` (frames per split, summed over trajectories;
+The configurational temperature (``conf_temp`` of the MD sampler, ``conf_temp_samples`` > 0 of
+the others) needs the Laplacian of the energy, i.e. second derivatives by double backward
+through autograd; systems whose energy is only once differentiable (``second_derivatives``
+false: alanine dipeptide, whose OpenMM energy supplies forces but no Hessian) reject it.
+
+``"md"`` (OpenMM systems) -- :data:`MD_DEFAULTS`: ``splits`` (frames per split, summed over trajectories;
 default train 1600 / val 200 / test 400, ~1.1 ns per trajectory, ~4 min on 2 cores),
 ``n_trajectories`` 2, ``n_workers`` 2 (processes), ``platform`` "Reference", ``timestep_fs`` 1.0,
 ``friction_per_ps`` 1.0, ``equilibration_ps`` 20, ``frame_interval_ps`` 1.0, ``gap_ps`` 10
@@ -63,7 +70,7 @@ default train 1600 / val 200 / test 400, ~1.1 ns per trajectory, ~4 min on 2 cor
 ``iat_method``, ``rank_normalised_rhat``, ``check_convergence``, ``convergence``,
 ``system_options``, ``num_threads`` (also the OpenMM CPU-platform thread count per trajectory).
 
-``"exact"`` (gmm40, manywell32) -- :data:`EXACT_DEFAULTS`: ``splits``, ``conf_temp_samples``,
+``"exact"`` (systems with an exact sampler) -- :data:`EXACT_DEFAULTS`: ``splits``, ``conf_temp_samples``,
 ``check_convergence``, ``convergence``, ``system_options``, ``device``, ``num_threads``.
 """
 
@@ -78,7 +85,7 @@ __all__ = [
     "MD_DEFAULTS",
     "EXACT_DEFAULTS",
     "CONVERGENCE_DEFAULTS",
-    "SYSTEM_DEFAULTS",
+    "system_defaults",
     "resolve_settings",
     "SPLITS",
 ]
@@ -149,29 +156,16 @@ EXACT_DEFAULTS: dict[str, Any] = {
     "device": "cpu",
 }
 
-#: Per-system defaults layered over the sampler defaults ("laptop" size: train 10k / val 1k /
-#: test 2k, a few minutes on 2 cores; measured numbers in the data-stage report). Placement
-#: scales follow each potential's length scale (DW4 pair minima near d = 2.5 and 5.5, LJ minimum
-#: at r_m = 1). DW4 is cheap with random-walk Metropolis; the LJ clusters use MALA, whose step
-#: shrinks much more slowly with dimension (LJ55: step 0.021 vs 0.0074, ~5x faster equilibration
-#: per CPU second). LJ55's chains hold only ~25 energy IATs each at this budget, where sampling
-#: noise alone puts split R-hat near 1.05, so its laptop threshold is 1.1 (the paper preset
-#: uses longer chains and 1.05).
-SYSTEM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dw4": {
-        "init_radius": 3.0, "init_min_dist": 1.0, "proposal": "rw", "step_size": 0.5,
-        "target_acceptance": 0.3, "n_chains": 128, "burn_in": 5_000, "thin": 50,
-    },
-    "lj13": {
-        "init_radius": 2.0, "init_min_dist": 0.9, "proposal": "mala", "step_size": 0.03,
-        "target_acceptance": 0.57, "n_chains": 64, "burn_in": 10_000, "thin": 200,
-    },
-    "lj55": {
-        "init_radius": 3.0, "init_min_dist": 0.9, "proposal": "mala", "step_size": 0.02,
-        "target_acceptance": 0.57, "n_chains": 32, "burn_in": 8_000, "thin": 60,
-        "convergence": {"rhat_max": 1.1},
-    },
-}
+def system_defaults(system_name: str) -> dict[str, Any]:
+    """Per-system reference-data defaults of a registered system (its
+    ``SystemSpec.data_defaults``, copied); ``{}`` for a name the registry does not know."""
+    from eqbg.systems import SYSTEM_SPECS
+
+    spec = SYSTEM_SPECS.get(system_name)
+    if spec is None:
+        return {}
+    return {k: dict(v) if isinstance(v, Mapping) else v for k, v in spec.data_defaults.items()}
+
 
 _ALLOWED_INIT = ("random", "minimised")
 
@@ -198,8 +192,18 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any], where: str) -> dict
     return out
 
 
-def resolve_settings(system_name: str, sampler: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+def resolve_settings(
+    system: str | Any, sampler: str, settings: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Defaults for ``sampler`` + per-system defaults + the user's ``settings`` (validated).
+
+    Args:
+        system: a system name, or a system object (its ``name`` selects the per-system
+            defaults, its ``second_derivatives`` whether the configurational temperature is
+            possible; for a name both come from the registry's spec, and an unregistered name
+            has no per-system defaults and is assumed twice differentiable).
+        sampler: ``"mcmc"``, ``"md"`` or ``"exact"``.
+        settings: the user's settings (unknown keys raise).
 
     Raises:
         ValueError: unknown key, wrong sampler, or an invalid value (message names it).
@@ -207,10 +211,12 @@ def resolve_settings(system_name: str, sampler: str, settings: Mapping[str, Any]
     base = {"mcmc": MCMC_DEFAULTS, "md": MD_DEFAULTS, "exact": EXACT_DEFAULTS}.get(sampler)
     if base is None:
         raise ValueError(f"unknown sampler {sampler!r}; use 'mcmc', 'md' or 'exact'")
+    system_name, second = _system_facts(system)
     base = copy.deepcopy(base)
-    if sampler == "mcmc":
-        for key, value in SYSTEM_DEFAULTS.get(system_name, {}).items():
-            base[key] = {**base[key], **value} if key == "convergence" else value
+    for key, value in system_defaults(system_name).items():
+        if key not in base:
+            raise ValueError(f"system {system_name!r}: its default {key!r} is no {sampler} setting")
+        base[key] = {**base[key], **value} if key == "convergence" else value
     user = dict(settings or {})
     requested = user.get("sampler")
     if requested is not None and requested != sampler:
@@ -220,7 +226,34 @@ def resolve_settings(system_name: str, sampler: str, settings: Mapping[str, Any]
     out = _merge(base, user, f"data settings ({sampler} sampler)")
     out["sampler"] = sampler
     _validate(out, sampler)
+    if not second:
+        _reject_conf_temp(out, system_name)
     return out
+
+
+def _system_facts(system: str | Any) -> tuple[str, bool]:
+    """``(name, second_derivatives)`` of a system object or a (registered) name."""
+    if not isinstance(system, str):
+        return str(system.name), bool(getattr(system, "second_derivatives", True))
+    from eqbg.systems import SYSTEM_SPECS
+
+    spec = SYSTEM_SPECS.get(system)
+    return system, (spec.second_derivatives if spec is not None else True)
+
+
+def _reject_conf_temp(s: Mapping[str, Any], system_name: str) -> None:
+    """The configurational temperature ``<|grad u|^2> / <laplacian u>`` needs the Laplacian
+    (trace of the Hessian), which :func:`eqbg.data.diagnostics.grad_and_laplacian` takes by
+    double backward through the energy: refuse it for a once-differentiable energy."""
+    key = "conf_temp" if "conf_temp" in s else "conf_temp_samples"
+    if s.get(key):
+        off = "false" if key == "conf_temp" else "0"
+        raise ValueError(
+            f"{key}: {s[key]!r} is not possible for system {system_name!r}: the configurational "
+            "temperature needs the Laplacian of the energy (its second derivatives, taken by "
+            "double backward through autograd), but this system's energy is only once "
+            f"differentiable (OpenMM supplies energies and forces, no Hessian); set {key}: {off}"
+        )
 
 
 def _validate(s: dict[str, Any], sampler: str) -> None:

@@ -102,9 +102,13 @@ def convert_nll(nll: float, dim: int, *, source: str = "eqbg", target: str = "ef
 
 
 def conventions_table(dims: dict[str, int] | None = None) -> list[dict[str, object]]:
-    """Rows (one per convention) describing each convention and, per system in ``dims``,
-    the offset to add to an eqbg NLL to obtain that convention's NLL."""
-    dims = dims or {"dw4": 6, "lj13": 36, "lj55": 162, "aldp": 63}
+    """Rows (one per convention) describing each convention and, per system in ``dims``
+    (default: every registered CoM-free system, dimension from the system registry), the
+    offset to add to an eqbg NLL to obtain that convention's NLL."""
+    if not dims:
+        from eqbg.systems import SYSTEM_SPECS
+
+        dims = {name: spec.dim for name, spec in SYSTEM_SPECS.items() if spec.com_free}
     rows = []
     for conv in NLL_CONVENTIONS.values():
         row: dict[str, object] = {

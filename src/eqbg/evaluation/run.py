@@ -21,12 +21,7 @@ import torch
 from scipy.special import logsumexp
 
 from eqbg.training.settings import resolve_device
-from eqbg.evaluation.dihedrals import (
-    basin_free_energy_difference,
-    mdtraj_topology,
-    phi_psi,
-    ramachandran_histogram,
-)
+from eqbg.evaluation.dihedrals import basin_free_energy_difference, ramachandran_histogram
 from eqbg.evaluation.distributions import (
     common_bins,
     density_histogram,
@@ -360,11 +355,10 @@ def evaluate_samples(
             distance_hist_reweighted=density_histogram(d_flow, dedges, w_pairs if d_flow.size else None),
         )
 
-    # --- alanine dipeptide: dihedrals, Ramachandran, basin free-energy difference
-    if system.name == "aldp":
-        top = mdtraj_topology(system)
-        phi_d, psi_d = phi_psi(x_test_np, top)
-        phi_f, psi_f = phi_psi(x, top)
+    # --- systems with backbone dihedrals (alanine dipeptide): Ramachandran, basin free energy
+    if "dihedrals" in system.observables:
+        phi_d, psi_d = system.dihedrals(x_test_np)
+        phi_f, psi_f = system.dihedrals(x)
         arrays.update(phi_data=phi_d, psi_data=psi_d, phi_flow=phi_f, psi_flow=psi_f)
         df_data, df_data_err, _ = basin_free_energy_difference(phi_d)
         ok_phi = ok & np.isfinite(phi_f)
@@ -390,13 +384,12 @@ def evaluate_samples(
             ramachandran_kl_flow=_kl(h_data, h_flow),
             ramachandran_kl_reweighted=_kl(h_data, h_rw),
         )
+    if "chirality" in system.observables:
         # E(3)-equivariant flows also generate D-alanine (mirror images); the force field cannot
         # tell them apart, so reweighting does not remove them: report their share.
-        from eqbg.systems.aldp import chirality_volume
-
-        chir_flow = chirality_volume(x)
+        chir_flow = system.chirality(x)
         metrics["frac_d_chirality_flow"] = float(np.mean(chir_flow[ok] < 0)) if ok.any() else float("nan")
-        metrics["frac_d_chirality_data"] = float(np.mean(chirality_volume(x_test_np) < 0))
+        metrics["frac_d_chirality_data"] = float(np.mean(system.chirality(x_test_np) < 0))
         arrays["chirality_flow"] = chir_flow
 
     # --- cost

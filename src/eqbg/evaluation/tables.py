@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from eqbg.evaluation.nll import NLL_CONVENTIONS, convert_nll
+from eqbg.systems import SYSTEM_SPECS, system_spec
 
 #: Subspace dimension of each system's prior, used to convert published NLLs between
-#: conventions ((n-1)*d for CoM-free systems, n*d otherwise).
-SYSTEM_DIMS = {"dw4": 6, "lj13": 36, "lj55": 162, "aldp": 63, "gmm40": 2, "manywell32": 32}
+#: conventions ((n-1)*d for CoM-free systems, n*d otherwise); from the system registry.
+SYSTEM_DIMS = {name: spec.dim for name, spec in SYSTEM_SPECS.items()}
 
 #: Metrics shown in the per-system table, in order, with their column labels.
 TABLE_METRICS: dict[str, str] = {
@@ -141,7 +142,7 @@ def _published_value(row: pd.Series, system: str) -> str:
     """A published value converted to our NLL convention where needed, with its reference."""
     def conv(v: float) -> float:
         if row["metric"] in ("nll",) and row["convention"] and row["convention"] != "eqbg":
-            return convert_nll(v, SYSTEM_DIMS[system], source=row["convention"], target="eqbg")
+            return convert_nll(v, system_spec(system).dim, source=row["convention"], target="eqbg")
         return v
 
     if pd.notna(row["value"]):

@@ -22,8 +22,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from eqbg.io import atomic_path  # noqa: E402
+from eqbg.systems import system_spec  # noqa: E402
 
-#: Figure kinds written for every system, and the extra ones for alanine dipeptide.
+#: Figure kinds written for every system, and the extra ones for systems with backbone
+#: dihedrals (alanine dipeptide).
 FIGURE_KINDS: tuple[str, ...] = (
     "energy_hist",
     "distance_hist",
@@ -39,13 +41,17 @@ _KIND_COLOURS = {"data": "0.2", "flow": "tab:blue", "reweighted": "tab:orange"}
 
 
 def figure_kinds(system: str) -> tuple[str, ...]:
-    """The figure kinds :func:`make_figures` writes for ``system``."""
-    return FIGURE_KINDS + (ALDP_FIGURE_KINDS if system == "aldp" else ())
+    """The figure kinds :func:`make_figures` writes for ``system`` (a registered name): the
+    Ramachandran figure is added when the system has the ``"dihedrals"`` observable."""
+    dihedrals = "dihedrals" in system_spec(system).observables
+    return FIGURE_KINDS + (ALDP_FIGURE_KINDS if dihedrals else ())
 
 
 def length_unit(system: str) -> str:
-    """Axis label unit of positions: nm for alanine dipeptide, reduced units otherwise."""
-    return "nm" if system == "aldp" else "reduced units"
+    """Axis label unit of positions of ``system`` (a registered name): its ``length_unit``
+    (e.g. nm), with ``reduced`` spelt out as "reduced units"."""
+    unit = system_spec(system).length_unit
+    return "reduced units" if unit == "reduced" else unit
 
 
 def _style():

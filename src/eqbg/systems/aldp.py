@@ -324,7 +324,16 @@ class AlanineDipeptide(System):
         start_method: multiprocessing start method of the pool (default ``fork`` on Linux, or
             the ``EQBG_MP_START_METHOD`` environment variable).
         structure: PDB to read (default: the shipped, energy-minimised L-alanine dipeptide).
+
+    Capabilities: reference data by molecular dynamics (``reference_sampler = "md"``, see
+    ``eqbg.data.md``); observables ``"dihedrals"`` (:meth:`dihedrals`) and ``"chirality"``
+    (:meth:`chirality`); no second derivatives (OpenMM supplies energies and forces, no
+    Hessian, so the autograd backward is once-differentiable).
     """
+
+    reference_sampler = "md"
+    observables = ("dihedrals", "chirality")
+    second_derivatives = False
 
     def __init__(
         self,
@@ -345,7 +354,6 @@ class AlanineDipeptide(System):
             com_free=True,
             length_unit="nm",
             reference={
-                "sampler": "md",
                 "integrator": "langevin",
                 "friction_per_ps": 1.0,
                 "timestep_fs": 1.0,
@@ -392,6 +400,25 @@ class AlanineDipeptide(System):
         import mdtraj
 
         return mdtraj.Topology.from_openmm(self.topology)
+
+    @cached_property
+    def _mdtraj_topology(self) -> mdtraj.Topology:
+        return self.mdtraj_topology()
+
+    # -- observables ------------------------------------------------------------------------
+
+    def dihedrals(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Backbone dihedrals ``(phi, psi)`` of ``x: (B, 22, 3)`` nm, each ``(B,)`` float64 in
+        radians in ``(-pi, pi]`` (mdtraj's ``compute_phi``/``compute_psi``; phi = C(ACE)-N-CA-C,
+        psi = N-CA-C-N(NME), atoms :data:`PHI_ATOMS`, :data:`PSI_ATOMS`)."""
+        from eqbg.evaluation.dihedrals import phi_psi
+
+        return phi_psi(x, self._mdtraj_topology)
+
+    def chirality(self, x: Tensor | np.ndarray) -> np.ndarray:
+        """Chirality volume at the alpha carbon ``(B,)`` nm^3 of ``x: (B, 22, 3)`` nm: positive
+        for L-alanine, negative for its mirror image D-alanine (:func:`chirality_volume`)."""
+        return chirality_volume(x)
 
     @cached_property
     def atom_names(self) -> tuple[str, ...]:
@@ -552,7 +579,7 @@ def write_structure(path: str | os.PathLike[str], phi: float = -80.0, psi: float
     from eqbg.io import atomic_path
 
     pos = build_minimised_structure(phi, psi)
-    if not chirality_volume(pos) > 0:  # never ship D-alanine (DESIGN.md, known traps)
+    if not chirality_volume(pos) > 0:  # never ship D-alanine (same energy, wrong molecule)
         raise RuntimeError("built structure is not L-alanine")
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         app.PDBFile.writeFile(build_topology(), pos * unit.nanometer, fh, keepIds=True)

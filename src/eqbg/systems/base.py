@@ -7,10 +7,91 @@ A system is a Boltzmann density ``p(x) ∝ exp(-u(x))`` over particle positions
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+#: How reference data of a system are generated (``eqbg.data``): Markov chain Monte Carlo,
+#: molecular dynamics (OpenMM), or an exact sampler.
+REFERENCE_SAMPLERS: tuple[str, ...] = ("mcmc", "md", "exact")
+
+#: Extra observables a system may offer beyond energies and pair distances, each with the
+#: :class:`System` method that computes it: ``"dihedrals"`` -> :meth:`System.dihedrals`,
+#: ``"chirality"`` -> :meth:`System.chirality`.
+OBSERVABLES: tuple[str, ...] = ("dihedrals", "chirality")
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """Static facts of a registered system, known without building its energy.
+
+    Building a system can be costly (alanine dipeptide creates an OpenMM system), so the
+    registry keeps one spec per name; :func:`eqbg.systems.get_system` checks that the system it
+    builds agrees with its spec on every field :data:`SPEC_FIELDS` names.
+
+    Attributes:
+        name: registry name.
+        n_particles, spatial_dim: positions have shape ``(batch, n_particles, spatial_dim)``.
+        com_free: data and models live on the zero-centre-of-mass subspace.
+        length_unit: unit of positions, ``"reduced"`` or ``"nm"``.
+        reference_sampler: one of :data:`REFERENCE_SAMPLERS`.
+        observables: extra observables, a subset of :data:`OBSERVABLES`.
+        second_derivatives: the energy can be differentiated twice with autograd (needed for
+            the Laplacian in the configurational temperature).
+        options: keyword options ``get_system(name, **options)`` accepts.
+        data_defaults: per-system reference-data settings layered over the sampler's defaults
+            (:func:`eqbg.data.settings.resolve_settings`); read-only.
+    """
+
+    name: str
+    n_particles: int
+    spatial_dim: int
+    com_free: bool
+    length_unit: str
+    reference_sampler: str
+    observables: tuple[str, ...] = ()
+    second_derivatives: bool = True
+    options: tuple[str, ...] = ()
+    data_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.reference_sampler not in REFERENCE_SAMPLERS:
+            raise ValueError(
+                f"{self.name}: reference_sampler must be one of {REFERENCE_SAMPLERS}, "
+                f"got {self.reference_sampler!r}"
+            )
+        unknown = sorted(set(self.observables) - set(OBSERVABLES))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown observables {unknown}; known: {OBSERVABLES}")
+        frozen = {
+            k: MappingProxyType(dict(v)) if isinstance(v, Mapping) else v
+            for k, v in self.data_defaults.items()
+        }
+        object.__setattr__(self, "data_defaults", MappingProxyType(frozen))
+
+    @property
+    def dim(self) -> int:
+        """Degrees of freedom: ``(n-1)*d`` on the CoM-free subspace, ``n*d`` otherwise."""
+        return (self.n_particles - int(self.com_free)) * self.spatial_dim
+
+
+#: Fields a built :class:`System` and its :class:`SystemSpec` must agree on.
+SPEC_FIELDS: tuple[str, ...] = (
+    "name",
+    "n_particles",
+    "spatial_dim",
+    "com_free",
+    "length_unit",
+    "reference_sampler",
+    "observables",
+    "second_derivatives",
+    "dim",
+)
 
 
 class System:
@@ -27,7 +108,19 @@ class System:
         length_unit: unit of positions (``"reduced"`` or ``"nm"``).
         reference: informational hints for reference samplers (step sizes, ...); nothing here
             is required by the energy.
+
+    Capabilities (class attributes, overridden by subclasses):
+
+    * ``reference_sampler``: how reference data are made, one of :data:`REFERENCE_SAMPLERS`
+      (``"mcmc"`` here, ``"exact"`` for :class:`ExactSystem`, ``"md"`` for OpenMM systems).
+    * ``observables``: extra observables (:data:`OBSERVABLES`) with their methods.
+    * ``second_derivatives``: whether autograd can differentiate the energy twice.
+    * :attr:`mean_energy`: exact ``E_p[u]`` where known, else ``None``.
     """
+
+    reference_sampler: str = "mcmc"
+    observables: tuple[str, ...] = ()
+    second_derivatives: bool = True
 
     name: str
     n_particles: int
@@ -111,6 +204,30 @@ class System:
     def __call__(self, x: Tensor) -> Tensor:
         return self.energy(x)
 
+    @property
+    def mean_energy(self) -> float | None:
+        """Exact mean reduced energy ``E_p[u]`` (kT) under ``p ∝ exp(-u)``; ``None`` if unknown."""
+        return None
+
+    def dihedrals(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Backbone dihedrals ``(phi, psi)``, each ``(batch,)`` in radians in ``(-pi, pi]``, of
+        positions ``x: (batch, n, d)``; only for systems with ``"dihedrals"`` in ``observables``."""
+        raise NotImplementedError(f"{self.name} has no backbone dihedrals ({self.observables=})")
+
+    def chirality(self, x: Tensor | np.ndarray) -> np.ndarray:
+        """Signed chirality volume ``(batch,)`` of ``x: (batch, n, d)`` (positive: the natural
+        enantiomer); only for systems with ``"chirality"`` in ``observables``."""
+        raise NotImplementedError(f"{self.name} has no chirality observable ({self.observables=})")
+
+    def spec_mismatch(self, spec: SystemSpec) -> list[str]:
+        """Fields of :data:`SPEC_FIELDS` on which this system and ``spec`` disagree (empty when
+        they agree), as ``"field: system=..., spec=..."``."""
+        return [
+            f"{f}: system={getattr(self, f)!r}, spec={getattr(spec, f)!r}"
+            for f in SPEC_FIELDS
+            if getattr(self, f) != getattr(spec, f)
+        ]
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(name={self.name!r}, n_particles={self.n_particles}, "
@@ -124,6 +241,8 @@ class ExactSystem(System):
 
     ``log_prob(x) = -energy(x) - log_z`` is the normalised log density on ``R^{n*d}``.
     """
+
+    reference_sampler = "exact"
 
     #: exact ``log ∫ exp(-u(x)) dx`` over ``R^{n*d}``.
     log_z: float

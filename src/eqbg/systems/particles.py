@@ -48,7 +48,7 @@ class MultiDoubleWell(System):
             com_free=True,
             length_unit="reduced",
             # Informational: Metropolis step that gives ~50 % acceptance for DW4 at kT = 1.
-            reference={"sampler": "mcmc", "mcmc_step_size": 0.5, "kT": 1.0},
+            reference={"mcmc_step_size": 0.5, "kT": 1.0},
         )
         self.a, self.b, self.d0 = float(a), float(b), float(d0)
 
@@ -67,7 +67,7 @@ class LennardJones(System):
     ``eps = r_m = 1`` and ``k = 1`` by default, where ``c`` is set by ``pair_convention``:
 
     * ``"ordered"`` (default, ``c = 2``): the pair term summed over ordered pairs ``i != j``, as in
-      Köhler's / E-NF's code and the Equivariant Flow Matching data (DESIGN.md).
+      Köhler's / E-NF's code and the Equivariant Flow Matching data (the project's default).
     * ``"unique"`` (``c = 1``): summed over unique pairs ``i < j``, as in bgflow and EACF.
 
     Soft core: for ``r < r_c`` (default ``r_c = 0.6 r_m``) the pair term, written as a function of
@@ -102,7 +102,6 @@ class LennardJones(System):
                 f"r_c must lie in [0, 2^(-1/6) r_m) = [0, {2 ** (-1 / 6) * r_m:.4f}), got {r_c}"
             )
         reference: dict[str, Any] = {
-            "sampler": "mcmc",
             # Informational Metropolis step sizes (per coordinate, reduced units) at kT = 1.
             "mcmc_step_size": 0.025 if n_particles <= 13 else 0.015,
             "kT": 1.0,
