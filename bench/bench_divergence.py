@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from eqbg.flows import CNF, CoMFreeGaussian, value_and_exact_divergence
+from eqbg.flows import CNF, CoMFreeGaussian, ODESolver, value_and_exact_divergence
 from eqbg.flows.divergence import AUTO
 from eqbg.io import provenance, write_json
 from eqbg.nn import EGNNField
@@ -145,8 +145,9 @@ def bench_sampling(name: str, cfg: dict, device: torch.device, args) -> dict:
     field = make_field(cfg, device)
     num, steps = cfg["sample"]
     prior = CoMFreeGaussian(cfg["n"], cfg["d"])
-    lib = CNF(field, prior, method="rk4", n_steps=steps).to(device)
-    plain = CNF(PlainDivField(field), prior, method="rk4", n_steps=steps).to(device)
+    solver = ODESolver("rk4", n_steps=steps)
+    lib = CNF(field, prior, solver=solver).to(device)
+    plain = CNF(PlainDivField(field), prior, solver=solver).to(device)
     reps = max(1, args.repeats // 3)
     out = {}
     for label, cnf in (("auto", lib), ("plain", plain)):

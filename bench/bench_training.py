@@ -23,7 +23,9 @@ import torch
 
 from eqbg.io import provenance, write_json
 from eqbg.systems import get_system
-from eqbg.training import build_flow, load_flow, loss_step
+from eqbg.flows.registry import build_flow, load_flow
+from eqbg.losses import build_loss
+from eqbg.training import TrainingSettings
 
 MODEL = {"dw4": {"hidden": 32, "n_layers": 3}, "lj13": {"hidden": 32, "n_layers": 3}}
 
@@ -46,7 +48,9 @@ def _data(system: str, root: Path | None, device: torch.device) -> torch.Tensor:
 def time_losses(system: str, data: torch.Tensor, args, device) -> list[dict]:
     sys_obj = get_system(system)
     rows = []
+    settings = TrainingSettings(ml_atol=1e-4, ml_rtol=1e-4)
     for loss in args.losses:
+        objective = build_loss(loss, settings, sys_obj)
         torch.manual_seed(0)
         flow = build_flow(sys_obj, MODEL[system], {}).to(device)
         opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
@@ -59,14 +63,7 @@ def time_losses(system: str, data: torch.Tensor, args, device) -> list[dict]:
                 torch.cuda.synchronize()
             t = time.perf_counter()
             opt.zero_grad()
-            value = loss_step(
-                loss,
-                flow,
-                data[idx],
-                generator=gen,
-                atom_types=sys_obj.atom_types,
-                ml_ode={"method": "dopri5", "atol": 1e-4, "rtol": 1e-4},
-            )
+            value = objective(flow, data[idx], generator=gen)
             value.backward()
             opt.step()
             if device.type == "cuda":

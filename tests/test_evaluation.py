@@ -242,7 +242,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from eqbg.evaluation import evaluate_samples, training_cost  # noqa: E402
-from eqbg.flows import CNF, CoMFreeGaussian  # noqa: E402
+from eqbg.flows import CNF, CoMFreeGaussian, ODESolver  # noqa: E402
 from eqbg.systems.base import System  # noqa: E402
 
 
@@ -270,7 +270,7 @@ class HarmonicSystem(System):
 
 
 def _gaussian_flow(n: int, d: int, a: float) -> CNF:
-    flow = CNF(ScaledField(a), CoMFreeGaussian(n, d), method="dopri5", atol=1e-8, rtol=1e-8)
+    flow = CNF(ScaledField(a), CoMFreeGaussian(n, d), solver=ODESolver("dopri5", 1e-8, 1e-8))
     return flow.to(torch.float64)
 
 
@@ -481,7 +481,8 @@ def test_evaluate_run_on_a_trained_run(tmp_path):
     from eqbg.evaluation import evaluate_run
     from eqbg.io import read_json, save_npz
     from eqbg.plots import load_eval_npz
-    from eqbg.training import sample_run, train_run
+    from eqbg.sampling import sample_run
+    from eqbg.training import train_run
 
     rng = np.random.default_rng(0)
     data = tmp_path / "data" / "dw4"

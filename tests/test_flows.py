@@ -12,6 +12,7 @@ from torch import nn
 from eqbg.flows import (
     CNF,
     CoMFreeGaussian,
+    ODESolver,
     StandardGaussian,
     exact_divergence,
     hutchinson_divergence,
@@ -203,10 +204,10 @@ def test_hutchinson_projected_probe_targets_subspace_trace() -> None:
 
 
 # ----------------------------------------------------------------------------- CNF
-def tight_cnf(field: nn.Module, n: int, d: int, **kw) -> CNF:
-    kw.setdefault("atol", 1e-9)
-    kw.setdefault("rtol", 1e-9)
-    return CNF(field, CoMFreeGaussian(n, d), **kw).double()
+def tight_cnf(field: nn.Module, n: int, d: int, *, method: str = "dopri5", atol: float = 1e-9,
+              rtol: float = 1e-9, n_steps: int | None = None, **kw) -> CNF:
+    solver = ODESolver(method, atol, rtol, n_steps)
+    return CNF(field, CoMFreeGaussian(n, d), solver=solver, **kw).double()
 
 
 def test_log_prob_of_samples_matches_sample_log_q_and_is_invariant() -> None:
@@ -282,7 +283,7 @@ def test_fixed_step_solvers_converge_at_their_order_to_adaptive() -> None:
     assert (ada - cnf_prior_lp(x, n, d)).abs().max() > 1.0  # a strongly non-trivial flow
 
     def err(method: str, steps: int) -> float:
-        cnf = CNF(field, CoMFreeGaussian(n, d), method=method, n_steps=steps).double()
+        cnf = CNF(field, CoMFreeGaussian(n, d), solver=ODESolver(method, n_steps=steps)).double()
         return float((cnf.log_prob(x) - ada).abs().max())
 
     e20, e40 = err("rk4", 20), err("rk4", 40)
@@ -315,7 +316,7 @@ def cnf_prior_lp(x: torch.Tensor, n: int, d: int) -> torch.Tensor:
 
 def test_non_com_free_flow_round_trip() -> None:
     n, d = 3, 2
-    cnf = CNF(egnn(n, d, com_free=False), StandardGaussian(n, d), atol=1e-9, rtol=1e-9).double()
+    cnf = CNF(egnn(n, d, com_free=False), StandardGaussian(n, d), solver=ODESolver(atol=1e-9, rtol=1e-9)).double()
     res = cnf.sample(6, generator=gen(3))
     assert res.x.mean(1).abs().max() > 1e-3
     torch.testing.assert_close(cnf.log_prob(res.x), res.log_q, atol=1e-6, rtol=0)
@@ -329,18 +330,18 @@ def test_nll_hutchinson_gradient_and_unbiasedness() -> None:
     # the Hutchinson log-density is exactly eps^T M eps with M the discretised int J dt: its mean
     # over probes equals the exact-trace log_prob of the same solver, with no tolerance slack.
     # Each call sees x repeated 64 times (64 independent probes per configuration).
-    cnf = CNF(field, CoMFreeGaussian(n, d), method="rk4", n_steps=8).double()
+    cnf = CNF(field, CoMFreeGaussian(n, d), solver=ODESolver("rk4", n_steps=8)).double()
     exact_nll = float(-cnf.log_prob(x).mean())
     xr = x.repeat(64, 1, 1)
-    vals = torch.stack([cnf.nll_hutchinson(xr, generator=gen(s)).detach() for s in range(8)])
+    vals = torch.stack([cnf.nll(xr, generator=gen(s)).detach() for s in range(8)])
     se = float(vals.std()) / math.sqrt(len(vals))
     assert abs(float(vals.mean()) - exact_nll) < 4 * se, (float(vals.mean()), exact_nll, se)
     assert se < 0.05 * abs(exact_nll)  # the test has power
     # Adjoint gradient equals backprop through the solver (same probe). The adjoint integrates
     # the continuous adjoint ODE, so they agree up to solver tolerance: measured max |diff|
     # 4e-5 at tol 1e-7 (8e-7 at 1e-9, 2.5x the cost); gradients are O(1e-2..1).
-    cnf_t = CNF(field, CoMFreeGaussian(n, d), atol=1e-7, rtol=1e-7).double()
-    loss = cnf_t.nll_hutchinson(x, generator=gen(0))
+    cnf_t = CNF(field, CoMFreeGaussian(n, d), solver=ODESolver(atol=1e-7, rtol=1e-7)).double()
+    loss = cnf_t.nll(x, generator=gen(0))
     grads = torch.autograd.grad(loss, list(field.parameters()), allow_unused=True, materialize_grads=True)
     loss_bp = cnf_t.nll(x, exact=False, generator=gen(0), adjoint=False)
     grads_bp = torch.autograd.grad(loss_bp, list(field.parameters()), allow_unused=True, materialize_grads=True)
@@ -355,7 +356,7 @@ def test_exact_nll_training_with_closed_form_kernel() -> None:
     n, d = 4, 2
     torch.manual_seed(0)
     kern = KernelField(n, d, n_rbf=8, r_max=4.0, n_time_rbf=3, init_scale=0.2).double()
-    cnf = CNF(kern, CoMFreeGaussian(n, d), atol=1e-8, rtol=1e-8).double()
+    cnf = CNF(kern, CoMFreeGaussian(n, d), solver=ODESolver(atol=1e-8, rtol=1e-8)).double()
     x = centred(16, n, d, seed=10)
     loss = cnf.nll(x, exact=True)
     torch.testing.assert_close(loss, -cnf.log_prob(x).mean(), atol=1e-7, rtol=0)
@@ -367,11 +368,11 @@ def test_exact_nll_training_with_closed_form_kernel() -> None:
 def test_cnf_argument_errors() -> None:
     f, p = ZeroField(), CoMFreeGaussian(4, 2)
     with pytest.raises(ValueError, match="n_steps"):
-        CNF(f, p, method="rk4")
+        ODESolver("rk4")
     with pytest.raises(ValueError, match="adaptive"):
-        CNF(f, p, method="dopri5", n_steps=10)
-    with pytest.raises(ValueError, match="unknown method"):
-        CNF(f, p, method="leapfrog")
+        ODESolver("dopri5", n_steps=10)
+    with pytest.raises(ValueError, match="unknown ODE method"):
+        ODESolver("leapfrog")
     with pytest.raises(ValueError, match=r"\(B, 4, 2\)"):
         CNF(f, p).log_prob(torch.zeros(3, 4, 3))
 

@@ -11,22 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from eqbg.flows import CNF, remove_mean
+from eqbg.flows import CNF, ODESolver, remove_mean
+from eqbg.flows.registry import build_flow, load_flow
+from eqbg.losses import build_loss, flow_matching_loss
+from eqbg.sampling import sample_run
+from eqbg.settings import SettingsError
 from eqbg.systems import get_system
-from eqbg.training import (
-    CSV_COLUMNS,
-    LOSSES,
-    SettingsError,
-    TrainingDivergedError,
-    build_flow,
-    couple,
-    flow_matching_loss,
-    load_flow,
-    loss_step,
-    sample_run,
-    train_run,
-)
-from eqbg.training.loop import _lr_lambda
+from eqbg.training import CSV_COLUMNS, TrainingDivergedError, lr_multiplier, train_run
 from eqbg.training.settings import TrainingSettings
 
 TINY_MODEL = {"hidden": 16, "n_layers": 2}
@@ -62,6 +53,7 @@ def _settings(**training):
         "val_every": 0,
         "progress": False,
         "lr": 1e-3,
+        "device": "cpu",
     }
     base.update(training)
     return {"model": dict(TINY_MODEL), "training": base}
@@ -94,7 +86,7 @@ def test_build_flow_uses_system_atom_types_and_ode_settings():
     lj = get_system("lj13")
     flow = build_flow(lj, {"hidden": 8, "n_layers": 1}, {"atol": 1e-3, "rtol": 1e-2})
     assert isinstance(flow, CNF)
-    assert flow.atol == 1e-3 and flow.rtol == 1e-2 and flow.com_free
+    assert flow.solver == ODESolver("dopri5", 1e-3, 1e-2) and flow.com_free
     assert torch.equal(flow.field.atom_types, lj.atom_types)
     kernel = build_flow(get_system("dw4"), {"name": "kernel", "n_rbf": 8}, None)
     x = remove_mean(torch.randn(3, 4, 2))
@@ -102,13 +94,13 @@ def test_build_flow_uses_system_atom_types_and_ode_settings():
 
 
 def test_lr_schedules():
-    cos = _lr_lambda(
+    cos = lr_multiplier(
         TrainingSettings(steps=100, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
     )
     assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
     assert cos(10) == pytest.approx(1.0) and cos(100) == pytest.approx(0.1)
     assert cos(55) == pytest.approx(0.1 + 0.9 * 0.5)
-    warm = _lr_lambda(TrainingSettings(steps=100, schedule="warmup", warmup_steps=4))
+    warm = lr_multiplier(TrainingSettings(steps=100, schedule="warmup", warmup_steps=4))
     assert [warm(i) for i in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
 
 
@@ -135,7 +127,7 @@ def test_flow_matching_loss_values_and_couplings():
     field = _ZeroField()
     losses = {}
     for loss in ("fm", "otfm", "eqotfm"):
-        paired = couple(loss, x0, x1, dw4.atom_types)
+        paired = build_loss(loss, TrainingSettings(), dw4).coupling(x0, x1)
         value = flow_matching_loss(
             field, x0, paired, sigma=0.0, com_free=True, generator=torch.Generator().manual_seed(1)
         )
@@ -159,10 +151,11 @@ def test_fm_losses_finite_and_decreasing(loss, ratio):
     square = torch.tensor([[-2.0, -2.0], [2.0, -2.0], [2.0, 2.0], [-2.0, 2.0]])
     data = remove_mean(square + 0.2 * torch.randn(64, 4, 2, generator=g))
     opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
+    objective = build_loss(loss, TrainingSettings(sigma=0.01), dw4)
     values = []
     for _ in range(120):
         opt.zero_grad()
-        value = loss_step(loss, flow, data, generator=g, sigma=0.01, atom_types=dw4.atom_types)
+        value = objective(flow, data, generator=g)
         assert torch.isfinite(value)
         value.backward()
         opt.step()
@@ -175,20 +168,13 @@ def test_ml_loss_is_finite_and_differentiable():
     torch.manual_seed(0)
     flow = build_flow(get_system("dw4"), {"hidden": 8, "n_layers": 1}, {})
     x = remove_mean(torch.randn(8, 4, 2))
-    value = loss_step(
-        "ml",
-        flow,
-        x,
-        generator=torch.Generator().manual_seed(0),
-        ml_ode={"method": "dopri5", "atol": 1e-3, "rtol": 1e-3},
-    )
+    objective = build_loss("ml", TrainingSettings(ml_atol=1e-3, ml_rtol=1e-3), get_system("dw4"))
+    value = objective(flow, x, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(value)
     value.backward()
     grads = [p.grad for p in flow.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(gr).all() for gr in grads)
     assert sum(float(gr.abs().sum()) for gr in grads) > 0
-    # the flow's own ODE settings are restored after the ML step
-    assert flow.atol == 1e-5
 
 
 # ----------------------------------------------------------------------------- loop
@@ -238,7 +224,7 @@ def test_resume_reproduces_uninterrupted_run(dw4_data, tmp_path):
     assert seen == [1, 2, 3]
     stale = list(part.glob("checkpoint.stale-*.pt"))
     assert len(stale) == 1
-    assert torch.load(stale[0], weights_only=False)["config"]["training"]["lr"] != 5e-3
+    assert torch.load(stale[0], weights_only=False)["key"]["training"]["lr"] != 5e-3
 
 
 def test_nan_guard_names_step_and_keeps_checkpoint(dw4_data, tmp_path):
@@ -273,7 +259,8 @@ def test_outputs_and_sample_run(dw4_data, tmp_path):
     assert summary["steps_done"] == 8 and summary["training_time_s"] > 0
     cfg = read_json(tmp_path / "config.json")
     assert cfg["status"] == "done" and cfg["loss"] == "otfm" and cfg["seed"] == 1
-    assert cfg["model"]["hidden"] == 16 and cfg["training"]["sigma"] == 0.01
+    assert cfg["model"] == "egnn" and cfg["variant"] is None
+    assert cfg["model_settings"]["hidden"] == 16 and cfg["training"]["sigma"] == 0.01
     assert "versions" in cfg and "git_commit" in cfg
     rows = list(csv.DictReader(open(tmp_path / "train.csv")))
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 8

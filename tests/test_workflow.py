@@ -103,8 +103,10 @@ def test_schema_settings_match_the_library_defaults():
 
     from eqbg.data.settings import EXACT_DEFAULTS, MCMC_DEFAULTS, MD_DEFAULTS
     from eqbg.evaluation.run import DEFAULT_SETTINGS
-    from eqbg.training.models import EGNNSettings, KernelSettings
-    from eqbg.training.settings import ODESettings, SamplingSettings, TrainingSettings
+    from eqbg.flows import ODESettings
+    from eqbg.flows.registry import MODELS
+    from eqbg.sampling import SamplingSettings
+    from eqbg.training import TrainingSettings
 
     def fields(cls):
         return {f.name for f in dataclasses.fields(cls)}
@@ -112,17 +114,21 @@ def test_schema_settings_match_the_library_defaults():
     data_keys = set(MCMC_DEFAULTS) | set(MD_DEFAULTS) | set(EXACT_DEFAULTS)
     # system_options come from `systems.<name>.options`; the seed is the pipeline's.
     assert _schema_properties("data_settings") == data_keys - {"system_options"} | {"seed"}
-    assert _schema_properties("model_settings") == (fields(EGNNSettings) | fields(KernelSettings)) - {"name"}
+    model_keys = set().union(*(fields(spec.settings) for spec in MODELS.values()))
+    assert _schema_properties("model_settings") == model_keys - {"name"}
     assert _schema_properties("train_settings") == fields(TrainingSettings)
     assert _schema_properties("ode_settings") == fields(ODESettings)
     assert _schema_properties("sample_settings") == fields(SamplingSettings) | {"n_samples"}
     assert _schema_properties("evaluate_settings") == set(DEFAULT_SETTINGS)
 
 
-def test_every_system_and_model_in_the_schema_is_known_to_the_library():
+def test_every_system_model_and_loss_in_the_schema_is_known_to_the_library():
+    """The registries are the only lists of names; the schema's enums must equal them."""
+    from eqbg.flows.registry import MODELS
+    from eqbg.losses import LOSSES
     from eqbg.systems import KNOWN_SYSTEMS
-    from eqbg.training.models import MODELS
 
     schema = yaml.safe_load(SCHEMA.read_text())
     assert set(schema["$defs"]["system_name"]["enum"]) == set(KNOWN_SYSTEMS)
     assert set(schema["$defs"]["model_name"]["enum"]) == set(MODELS)
+    assert set(schema["$defs"]["loss_name"]["enum"]) == set(LOSSES)

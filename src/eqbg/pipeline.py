@@ -1,4 +1,4 @@
-"""What the Snakemake rules need from the library: the run grid, per-run settings, and logging.
+"""What the Snakemake rules need from the library: the run grid, per-rule settings, and logging.
 
 The config layout (validated by ``workflow/schemas/config.schema.yaml``)::
 
@@ -7,8 +7,9 @@ The config layout (validated by ``workflow/schemas/config.schema.yaml``)::
       lj13:
         options: {pair_convention: ordered}
         data: {seed: 0, ...}  # sampler settings, see eqbg.data
-    grid:                    # what is trained: system x models x losses x seeds
+    grid:                    # what is trained: system x models x losses x variants x seeds
       - {system: dw4, models: [egnn], losses: [fm, eqotfm], seeds: [0]}
+      - {system: dw4, models: [egnn], losses: [ml], variants: [n100, n1000], seeds: [0, 1]}
     defaults:                # settings shared by every run
       model: {egnn: {...}}
       train: {...}
@@ -18,6 +19,15 @@ The config layout (validated by ``workflow/schemas/config.schema.yaml``)::
     overrides:               # applied in order to the runs they match
       - when: {system: dw4, loss: ml}
         train: {steps: 500}
+      - when: {variant: n100}
+        train: {n_train: 100}
+
+A *variant* is a named grid cell (for example a training-set size): its name becomes a folder of
+the run's path (``results/runs/{system}/{model}/{loss}/{variant}/seed{seed}``), overrides match
+it like any other field, and tables show it as a column; what it changes is said by the
+overrides that name it. Each rule receives only the settings that change its outputs
+(:func:`train_params`, :func:`sample_params`, :func:`evaluate_params`), so editing the sampling
+settings re-runs sampling and evaluation, never training.
 """
 
 from __future__ import annotations
@@ -27,27 +37,36 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 #: Sections of ``defaults`` that an override may change.
 SETTING_SECTIONS = ("model", "train", "ode", "sample", "evaluate")
+#: Fields of a run that an override's ``when:`` may match.
+MATCH_FIELDS = ("system", "model", "loss", "variant", "seed")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One cell of the grid: a model trained with one loss and one seed on one system."""
+    """One cell of the grid: a model trained with one loss (in one variant) and one seed on one
+    system."""
 
     system: str
     model: str
     loss: str
     seed: int
+    variant: str | None = None
 
     @property
     def path(self) -> str:
         """The run folder below ``results/runs``."""
-        return f"{self.system}/{self.model}/{self.loss}/seed{self.seed}"
+        variant = f"{self.variant}/" if self.variant else ""
+        return f"{self.system}/{self.model}/{self.loss}/{variant}seed{self.seed}"
+
+    def identity(self) -> dict[str, Any]:
+        """The run's identity as recorded in its ``config.json``."""
+        return asdict(self)
 
 
 def iter_runs(config: Mapping[str, Any]) -> Iterator[Run]:
@@ -56,18 +75,21 @@ def iter_runs(config: Mapping[str, Any]) -> Iterator[Run]:
     for entry in config.get("grid", []):
         for model in entry["models"]:
             for loss in entry["losses"]:
-                for seed in entry["seeds"]:
-                    run = Run(entry["system"], model, loss, int(seed))
-                    if run not in seen:
-                        seen.add(run)
-                        yield run
+                for variant in entry.get("variants") or [None]:
+                    for seed in entry["seeds"]:
+                        run = Run(entry["system"], model, loss, int(seed), variant)
+                        if run not in seen:
+                            seen.add(run)
+                            yield run
 
 
 def check_grid(config: Mapping[str, Any]) -> None:
-    """Fail with a clear message when the grid names a system without reference data settings or a
-    model without default settings (the schema cannot see across sections)."""
+    """Fail with a clear message when the grid names a system without reference data settings,
+    a model without default settings, or a variant that no override defines (the schema cannot
+    see across sections)."""
     systems = config.get("systems", {})
     models = config.get("defaults", {}).get("model", {})
+    defined = {o["when"]["variant"] for o in config.get("overrides", []) if "variant" in o["when"]}
     for run in iter_runs(config):
         if run.system not in systems:
             raise ValueError(
@@ -78,6 +100,12 @@ def check_grid(config: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"grid uses model {run.model!r}, but `defaults.model` has no settings for it "
                 f"(it has: {', '.join(sorted(models)) or 'none'})"
+            )
+        if run.variant is not None and run.variant not in defined:
+            raise ValueError(
+                f"grid uses variant {run.variant!r}, but no override says what it changes "
+                f"(add `overrides: - when: {{variant: {run.variant}}}`; defined: "
+                f"{', '.join(sorted(defined)) or 'none'})"
             )
 
 
@@ -113,6 +141,53 @@ def run_settings(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     return settings
 
 
+def train_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
+    """What the train rule needs: the run's identity, its system options and the
+    ``{"model", "ode", "training"}`` settings of :func:`eqbg.training.train_run` (the config's
+    ``device`` applies unless ``train`` names one)."""
+    s = run_settings(config, run)
+    return {
+        "identity": run.identity(),
+        "system_options": s["system_options"],
+        "settings": {
+            "model": s["model"],
+            "ode": s["ode"],
+            "training": {"device": s["device"], **s["train"]},
+        },
+    }
+
+
+def sample_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
+    """What the sample rule needs: ``n_samples``, the seed, and the sampling settings of
+    :func:`eqbg.sampling.sample_run`."""
+    s = run_settings(config, run)
+    sample = dict(s["sample"])
+    n_samples = int(sample.pop("n_samples"))
+    sample.setdefault("device", s["device"])
+    return {"n_samples": n_samples, "seed": run.seed, "settings": sample}
+
+
+def evaluate_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
+    """What the evaluate rule needs: the evaluation settings, device and system options (the
+    form :func:`eqbg.evaluation.evaluate_run` takes)."""
+    s = run_settings(config, run)
+    return {"evaluate": s["evaluate"], "device": s["device"], "system_options": s["system_options"]}
+
+
+def train_inputs(config: Mapping[str, Any], run: Run) -> dict[str, str]:
+    """Reference-data files the run's training reads: ``train`` when its loss trains on data,
+    ``val`` when it validates."""
+    from eqbg.losses import loss_needs_data
+
+    folder = f"results/data/{run.system}"
+    inputs = {}
+    if loss_needs_data(run.loss):
+        inputs["train"] = f"{folder}/train.npz"
+    if int(run_settings(config, run)["train"].get("val_every", 500)) > 0:
+        inputs["val"] = f"{folder}/val.npz"
+    return inputs
+
+
 def system_options(config: Mapping[str, Any], system: str) -> dict[str, Any]:
     """Options passed to :func:`eqbg.systems.get_system` for ``system`` (empty if none)."""
     return dict(config.get("systems", {}).get(system, {}).get("options", {}))
@@ -140,23 +215,3 @@ def export_source_path() -> None:
     current = os.environ.get("PYTHONPATH", "")
     if src not in current.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, current) if p)
-
-
-def training_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``{"model", "ode", "training"}`` dict :func:`eqbg.training.train_run` takes, from
-    resolved run settings (the config's ``device`` applies unless ``train`` names one)."""
-    training = {"device": settings.get("device", "cpu"), **settings.get("train", {})}
-    return {
-        "model": dict(settings.get("model", {})),
-        "ode": dict(settings.get("ode", {})),
-        "training": training,
-    }
-
-
-def sampling_settings(settings: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-    """``(n_samples, settings)`` for :func:`eqbg.training.sample_run` from resolved run
-    settings."""
-    sample = dict(settings.get("sample", {}))
-    n_samples = int(sample.pop("n_samples"))
-    sample.setdefault("device", settings.get("device", "cpu"))
-    return n_samples, sample

@@ -1,4 +1,5 @@
 # Grid expansion, per-run settings and shared wildcard constraints.
+import re
 import sys
 from pathlib import Path
 
@@ -7,39 +8,37 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from eqbg.pipeline import (
-    Run,
     check_grid,
+    evaluate_params,
     export_source_path,
     iter_runs,
-    run_settings,
+    sample_params,
     system_options,
+    train_inputs,
+    train_params,
 )
+from eqbg.systems import KNOWN_SYSTEMS
 
 export_source_path()
 
 check_grid(config)
 
 RUNS = list(iter_runs(config))
+RUN_BY_PATH = {run.path: run for run in RUNS}
 RUN_SYSTEMS = sorted({run.system for run in RUNS})
 DATA_SYSTEMS = list(config["systems"])
 USES_GPU = config.get("device", "cpu") in ("cuda", "auto")
 
 
 wildcard_constraints:
-    system=r"[a-z0-9]+",
-    model=r"[a-z0-9_]+",
-    loss=r"[a-z0-9_]+",
-    seed=r"\d+",
+    system="|".join(KNOWN_SYSTEMS),
+    # a run folder below results/runs: exactly the grid's runs (a variant adds a folder)
+    run="|".join(re.escape(path) for path in RUN_BY_PATH) or "(?!)",
 
 
-def wildcard_run(wildcards):
-    """The grid cell named by a job's wildcards."""
-    return Run(wildcards.system, wildcards.model, wildcards.loss, int(wildcards.seed))
-
-
-def settings_of(wildcards):
-    """Resolved settings (defaults + overrides) of the run named by the wildcards."""
-    return run_settings(config, wildcard_run(wildcards))
+def run_of(wildcards):
+    """The grid cell whose folder the job's ``run`` wildcard names."""
+    return RUN_BY_PATH[wildcards.run]
 
 
 def runs_of(system):

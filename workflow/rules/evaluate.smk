@@ -3,17 +3,18 @@
 
 rule evaluate:
     input:
-        samples="results/runs/{system}/{model}/{loss}/seed{seed}/samples.npz",
-        model="results/runs/{system}/{model}/{loss}/seed{seed}/model.pt",
-        curve="results/runs/{system}/{model}/{loss}/seed{seed}/train.csv",
-        test="results/data/{system}/test.npz",
+        samples="results/runs/{run}/samples.npz",
+        model="results/runs/{run}/model.pt",
+        curve="results/runs/{run}/train.csv",
+        config="results/runs/{run}/config.json",
+        test=lambda wc: f"results/data/{run_of(wc).system}/test.npz",
     output:
-        metrics="results/runs/{system}/{model}/{loss}/seed{seed}/metrics.json",
-        arrays="results/runs/{system}/{model}/{loss}/seed{seed}/eval.npz",
+        metrics="results/runs/{run}/metrics.json",
+        arrays="results/runs/{run}/eval.npz",
     log:
-        "results/runs/{system}/{model}/{loss}/seed{seed}/evaluate.log",
+        "results/runs/{run}/evaluate.log",
     benchmark:
-        "results/runs/{system}/{model}/{loss}/seed{seed}/evaluate.benchmark.tsv"
+        "results/runs/{run}/evaluate.benchmark.tsv"
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
@@ -21,7 +22,7 @@ rule evaluate:
         gpu=1 if USES_GPU else 0,
         runtime=360,
     params:
-        settings=settings_of,
+        run=lambda wc: evaluate_params(config, run_of(wc)),
     script:
         "../scripts/evaluate.py"
 

@@ -1,16 +1,16 @@
-# Sampling with exact likelihood: x ~ q and log q(x) for reweighting.
+# Sampling: x ~ q with log q(x) for reweighting, from the trained model.
 
 
 rule sample:
     input:
-        model="results/runs/{system}/{model}/{loss}/seed{seed}/model.pt",
-        config="results/runs/{system}/{model}/{loss}/seed{seed}/config.json",
+        model="results/runs/{run}/model.pt",
+        config="results/runs/{run}/config.json",
     output:
-        samples="results/runs/{system}/{model}/{loss}/seed{seed}/samples.npz",
+        samples="results/runs/{run}/samples.npz",
     log:
-        "results/runs/{system}/{model}/{loss}/seed{seed}/sample.log",
+        "results/runs/{run}/sample.log",
     benchmark:
-        "results/runs/{system}/{model}/{loss}/seed{seed}/sample.benchmark.tsv"
+        "results/runs/{run}/sample.benchmark.tsv"
     conda:
         "../../envs/train.yaml"
     threads: 1
@@ -18,6 +18,6 @@ rule sample:
         gpu=1 if USES_GPU else 0,
         runtime=720,
     params:
-        settings=settings_of,
+        run=lambda wc: sample_params(config, run_of(wc)),
     script:
         "../scripts/sample.py"

@@ -1,18 +1,17 @@
-# Training: one rule for every model and loss; the loss picks the objective.
+# Training: one rule for every model and loss; the loss decides which data the run reads.
 
 
 rule train:
     input:
-        train="results/data/{system}/train.npz",
-        val="results/data/{system}/val.npz",
+        unpack(lambda wc: train_inputs(config, run_of(wc))),
     output:
-        model="results/runs/{system}/{model}/{loss}/seed{seed}/model.pt",
-        curve="results/runs/{system}/{model}/{loss}/seed{seed}/train.csv",
-        config="results/runs/{system}/{model}/{loss}/seed{seed}/config.json",
+        model="results/runs/{run}/model.pt",
+        curve="results/runs/{run}/train.csv",
+        config="results/runs/{run}/config.json",
     log:
-        "results/runs/{system}/{model}/{loss}/seed{seed}/train.log",
+        "results/runs/{run}/train.log",
     benchmark:
-        "results/runs/{system}/{model}/{loss}/seed{seed}/train.benchmark.tsv"
+        "results/runs/{run}/train.benchmark.tsv"
     conda:
         "../../envs/train.yaml"
     threads: 1
@@ -20,6 +19,6 @@ rule train:
         gpu=1 if USES_GPU else 0,
         runtime=1440,
     params:
-        settings=settings_of,
+        run=lambda wc: train_params(config, run_of(wc)),
     script:
         "../scripts/train.py"

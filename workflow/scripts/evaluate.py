@@ -5,14 +5,15 @@ from pathlib import Path
 import torch
 
 from eqbg.evaluation import evaluate_run
+from eqbg.io import read_json
 from eqbg.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 evaluate_run(
-    snakemake.wildcards.system,
+    read_json(snakemake.input.config)["system"],
     run_dir=Path(snakemake.input.samples).parent,
     data_dir=Path(snakemake.input.test).parent,
-    settings=snakemake.params.settings,
+    settings=snakemake.params.run,
     out_path=Path(snakemake.output.metrics),
 )

@@ -1,16 +1,16 @@
-"""Draw samples with exact log-likelihood from one trained run."""
+"""Draw samples with their log density from one trained run."""
 
 from pathlib import Path
 
-from eqbg.pipeline import sampling_settings, setup_logging
-from eqbg.training import sample_run
+from eqbg.pipeline import setup_logging
+from eqbg.sampling import sample_run
 
 setup_logging(snakemake.log[0])
-n_samples, settings = sampling_settings(snakemake.params.settings)
+run = snakemake.params.run
 sample_run(
     Path(snakemake.input.model).parent,
-    n_samples=n_samples,
-    settings={"num_threads": snakemake.threads, **settings},
+    n_samples=run["n_samples"],
+    settings={"num_threads": snakemake.threads, **run["settings"]},
     out_path=Path(snakemake.output.samples),
-    seed=int(snakemake.wildcards.seed),
+    seed=run["seed"],
 )

@@ -2,21 +2,18 @@
 
 from pathlib import Path
 
-from eqbg.pipeline import setup_logging, training_settings
+from eqbg.pipeline import setup_logging
 from eqbg.training import train_run
 
 setup_logging(snakemake.log[0])
-wc = snakemake.wildcards
-settings = snakemake.params.settings
-run_training_settings = training_settings(settings)
-run_training_settings["training"].setdefault("num_threads", snakemake.threads)
+run = snakemake.params.run
+settings = run["settings"]
+settings["training"].setdefault("num_threads", snakemake.threads)
+data = [Path(p).parent for p in snakemake.input]
 train_run(
-    wc.system,
-    wc.model,
-    wc.loss,
-    int(wc.seed),
-    run_training_settings,
-    data_dir=Path(snakemake.input.train).parent,
+    **run["identity"],
+    settings=settings,
+    data_dir=data[0] if data else None,
     run_dir=Path(snakemake.output.model).parent,
-    system_options=settings["system_options"],
+    system_options=run["system_options"],
 )

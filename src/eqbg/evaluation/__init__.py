@@ -26,8 +26,8 @@ from eqbg.evaluation.nll import (
     subset_indices,
 )
 from eqbg.evaluation.run import (
-    DATA_ONLY_LOSSES,
     DEFAULT_SETTINGS,
+    IDENTITY_KEYS,
     METRIC_KEYS,
     compute_energies,
     evaluate_run,
@@ -59,8 +59,8 @@ from eqbg.evaluation.weights import (
 )
 
 __all__ = [
-    "DATA_ONLY_LOSSES",
     "DEFAULT_SETTINGS",
+    "IDENTITY_KEYS",
     "METRIC_KEYS",
     "SYSTEM_DIMS",
     "TABLE_METRICS",

@@ -146,14 +146,15 @@ def model_log_prob(
     Autograd stays enabled: the exact divergence differentiates the vector field.
 
     Args:
-        flow: an ``eqbg.flows.CNF`` (anything with ``log_prob(x, exact=True, batch_size=...)``).
+        flow: an ``eqbg.flows.Flow`` (anything with ``log_prob(x, batch_size=...)``; a CNF
+            integrates the exact divergence by default).
         x: ``(B, n, d)`` configurations, CoM-free.
         batch_size: forwarded to ``flow.log_prob`` to bound memory.
 
     Returns:
         ``(B,)`` float64 ``log q(x)`` in the eqbg convention.
     """
-    log_q = flow.log_prob(x, exact=True, batch_size=batch_size)
+    log_q = flow.log_prob(x, batch_size=batch_size)
     return log_q.detach().cpu().double().numpy()
 
 

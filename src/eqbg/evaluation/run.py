@@ -1,7 +1,7 @@
 """Evaluate one trained run: reweighting, ESS, NLL, distribution metrics, observables and cost.
 
 :func:`evaluate_samples` does the computation on arrays (no files); :func:`evaluate_run` reads a
-run folder (``samples.npz``, ``model.pt`` via ``eqbg.training.load_flow``, ``train.csv``,
+run folder (``samples.npz``, ``model.pt`` via ``eqbg.flows.registry.load_flow``, ``train.csv``,
 ``config.json``) and the test split, and writes ``metrics.json`` plus ``eval.npz`` (everything the
 figures need, so they regenerate without the model).
 """
@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from scipy.special import logsumexp
 
-from eqbg.training.settings import resolve_device
+from eqbg.settings import resolve_device
 from eqbg.evaluation.dihedrals import basin_free_energy_difference, ramachandran_histogram
 from eqbg.evaluation.distributions import (
     common_bins,
@@ -78,7 +78,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "device": "cpu",
     # skip the model-based test NLL / forward ESS (e.g. when no model is available)
     "compute_nll": True,
-    # ODE overrides for the test NLL, passed to eqbg.training.load_flow(ode=...) (e.g.
+    # ODE overrides for the test NLL, passed to eqbg.flows.registry.load_flow(ode=...) (e.g.
     # {"atol": 1e-7, "rtol": 1e-7} as E-NF's test protocol); None = the run's training ODE
     "nll_ode": None,
     # dtype of the model for the test NLL ("float32"/"float64"); None = the training dtype
@@ -93,7 +93,8 @@ RUN_SECTIONS = ("model", "train", "ode", "sample", "evaluate")
 #: ``forward_kl`` for exact systems; ``distance_*`` for particle systems).  Values that could
 #: not be computed are ``null`` (JSON has no NaN).
 METRIC_KEYS: tuple[str, ...] = (
-    "system", "model", "loss", "seed", "run_dir", "provenance",
+    "system", "model", "loss", "variant", "seed", "run_dir", "provenance",
+    "log_q_density", "log_q_k",
     "n_samples", "n_test", "n_failed", "frac_failed", "n_failed_nonfinite_energy",
     "n_failed_energy_above_cap", "n_failed_nonfinite_log_q", "energy_cap",
     "ess", "ess_n", "ess_ci_low", "ess_ci_high", "ess_ci_level", "ess_bootstrap_reps",
@@ -115,8 +116,6 @@ METRIC_KEYS: tuple[str, ...] = (
 #: systems: ``distance_edges`` + ``distance_hist_{data,flow,reweighted}``; aldp:
 #: ``phi_*``/``psi_*`` (rad), ``rama_hist_{data,flow,reweighted}`` (probability per bin),
 #: ``chirality_flow``.
-#: Losses that never evaluate the target energy during training.
-DATA_ONLY_LOSSES = frozenset({"ml", "fm", "otfm", "eqotfm"})
 
 
 def split_run_settings(settings: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -190,10 +189,12 @@ def evaluate_samples(
 
     Args:
         system: ``eqbg.systems.System`` (energy in kT).
-        samples: mapping with ``x`` ``(N, n, d)``, ``log_q`` ``(N,)`` and optionally ``nfe``,
-            ``path_length``, ``wall_time_s`` (the ``samples.npz`` contents).
+        samples: mapping with ``x`` ``(N, n, d)``, ``log_q`` ``(N,)`` and optionally
+            ``density`` (``exact``, ``estimate`` with ``density_k``, or ``stochastic``; see
+            :func:`log_q_density`), ``nfe``, ``path_length``, ``wall_time_s`` (the
+            ``samples.npz`` contents).
         x_test: ``(M, n, d)`` test configurations (CoM-free where the system is).
-        flow: model with ``log_prob(x, exact=True, batch_size=...)``; needed for ``nll`` and
+        flow: model with ``log_prob(x, batch_size=...)``; needed for ``nll`` and
             ``forward_ess`` (both NaN when None or ``compute_nll`` is False).
         settings: overrides of :data:`DEFAULT_SETTINGS`.
         loss: training loss name (decides the training energy-evaluation count when the curve
@@ -202,8 +203,13 @@ def evaluate_samples(
 
     Returns:
         ``(metrics, arrays)``: JSON-ready scalar metrics and the arrays for ``eval.npz``.
+
+    Raises:
+        ValueError: the samples' ``log_q`` is ``stochastic`` (a noisy estimate cannot enter
+            importance weights), or the arrays do not fit together.
     """
     cfg = resolve_settings(settings)
+    density, density_k = log_q_density(samples)
     x = np.asarray(samples["x"])
     log_q = np.asarray(samples["log_q"], dtype=np.float64)
     if x.ndim != 3 or x.shape[0] != log_q.shape[0]:
@@ -212,7 +218,9 @@ def evaluate_samples(
     if x_test_np.shape[1:] != x.shape[1:]:
         raise ValueError(f"test data {x_test_np.shape} and samples {x.shape} differ in configuration shape")
     n, m = x.shape[0], x_test_np.shape[0]
-    metrics: dict[str, Any] = {}
+    # an estimated log q (importance-sampled marginal) gives consistent but, for finite K,
+    # biased weights: every metric built on it is labelled with its kind and K
+    metrics: dict[str, Any] = {"log_q_density": density, "log_q_k": density_k}
     arrays: dict[str, np.ndarray] = {}
 
     # --- energies, failures, weights
@@ -414,6 +422,30 @@ def evaluate_samples(
     return metrics, arrays
 
 
+def log_q_density(samples: Mapping[str, Any]) -> tuple[str, int | None]:
+    """``(kind, K)`` of the samples' ``log_q``: their ``density`` field (older files say only
+    ``exact``: true means an exact trace, false a Hutchinson estimate).
+
+    Raises:
+        ValueError: a ``stochastic`` log q, which must never enter importance weights.
+    """
+    from eqbg.flows import DENSITY_KINDS
+
+    if "density" in samples:
+        density = str(np.asarray(samples["density"]))
+    else:
+        density = "exact" if bool(np.asarray(samples.get("exact", True))) else "stochastic"
+    if density not in DENSITY_KINDS:
+        raise ValueError(f"samples: unknown log_q density kind {density!r}; known: {DENSITY_KINDS}")
+    if density == "stochastic":
+        raise ValueError(
+            "samples: log_q is a stochastic estimate (e.g. a Hutchinson trace), which cannot be "
+            "used for importance weights; sample with the exact density (sample: {exact: true})"
+        )
+    k = int(np.asarray(samples.get("density_k", 0)))
+    return density, (k if density == "estimate" else None)
+
+
 def energy_bins(u_data: np.ndarray, u_flow: np.ndarray, bins: int) -> np.ndarray:
     """Histogram edges covering the central 99.8 % of the data energies and the central 98 % of
     the flow energies, reaching at most two data spans beyond the data (a bad model, or a long
@@ -441,8 +473,10 @@ def training_cost(train_curve: pd.DataFrame | None, loss: str | None) -> dict[st
 
     ``train_time_s`` is the largest ``wall_time_s`` (the curve records cumulative wall time).
     ``n_energy_evals_train`` is the last ``n_energy_evals`` entry when the curve records it,
-    0 for data-only losses (ml, fm, otfm, eqotfm), NaN (unknown) otherwise.
+    else 0 for a registered loss that never evaluates the energy, NaN (unknown) otherwise.
     """
+    from eqbg.losses import LOSSES
+
     out: dict[str, Any] = {"train_time_s": float("nan"), "train_steps": 0, "final_val_nll": float("nan")}
     if train_curve is not None and len(train_curve):
         if "wall_time_s" in train_curve:
@@ -456,31 +490,24 @@ def training_cost(train_curve: pd.DataFrame | None, loss: str | None) -> dict[st
                 out["best_val_nll"] = float(val.min())
     if train_curve is not None and "n_energy_evals" in train_curve and len(train_curve):
         out["n_energy_evals_train"] = float(pd.to_numeric(train_curve["n_energy_evals"], errors="coerce").max())
-    elif loss in DATA_ONLY_LOSSES:
+    elif loss in LOSSES and not LOSSES[loss].cls.needs_energy:
         out["n_energy_evals_train"] = 0
     else:
         out["n_energy_evals_train"] = float("nan")
     return out
 
 
-def run_identifiers(run_dir: Path, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``system``, ``model``, ``loss``, ``seed`` of a run: from its config when recorded there,
-    else from the path layout ``.../{system}/{model}/{loss}/seed{seed}``."""
-    run_dir = Path(run_dir)
-    parts = run_dir.parts
-    ident: dict[str, Any] = {}
-    if len(parts) >= 4 and parts[-1].startswith("seed"):
-        ident = {"system": parts[-4], "model": parts[-3], "loss": parts[-2]}
-        try:
-            ident["seed"] = int(parts[-1][4:])
-        except ValueError:
-            pass
-    config = config or {}
-    for key in ("system", "model", "loss", "seed"):
-        value = config.get(key)
-        if value is not None and not isinstance(value, Mapping):
-            ident[key] = value
-    return ident
+#: Fields of a run's identity, as its ``config.json`` records them.
+IDENTITY_KEYS = ("system", "model", "loss", "variant", "seed")
+
+
+def run_identifiers(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``system``, ``model``, ``loss``, ``variant``, ``seed`` of a run, read from its
+    ``config.json`` (never parsed back from the path: a variant adds a folder to it)."""
+    missing = [k for k in ("system", "model", "loss", "seed") if not isinstance(config.get(k), (str, int))]
+    if missing:
+        raise ValueError(f"run config lacks its identity {missing}: was it written by train_run?")
+    return {key: config.get(key) for key in IDENTITY_KEYS}
 
 
 def evaluate_run(
@@ -496,7 +523,7 @@ def evaluate_run(
     """Evaluate one run and write ``metrics.json`` (atomically) and ``eval.npz`` beside it.
 
     Reads ``run_dir/samples.npz`` (or ``samples_path``), ``data_dir/test.npz``, the model via
-    ``eqbg.training.load_flow(run_dir)`` (for the exact-divergence test NLL and forward ESS),
+    ``eqbg.flows.registry.load_flow(run_dir)`` (for the exact-divergence test NLL and forward ESS),
     ``run_dir/train.csv`` and the run's config.
 
     Args:
@@ -525,20 +552,17 @@ def evaluate_run(
         samples = {k: f[k] for k in f.files}
     x_test = load_dataset(data_dir / "test.npz", system=sys_obj, split="test")
 
-    flow, config = None, {}
-    config_path = run_dir / "config.json"
+    flow = None
     if cfg["compute_nll"]:
-        from eqbg.training import load_flow
+        from eqbg.flows.registry import load_flow
 
-        flow, config = load_flow(run_dir, ode=cfg["nll_ode"], device=cfg["device"], dtype=cfg["nll_dtype"])
-    elif config_path.exists():
-        from eqbg.io import read_json
+        flow, _ = load_flow(run_dir, ode=cfg["nll_ode"], device=cfg["device"], dtype=cfg["nll_dtype"])
+    from eqbg.io import read_json
 
-        config = read_json(config_path)
-    ident = run_identifiers(run_dir, config)
-    if ident.get("system", system) != system:
+    config = read_json(run_dir / "config.json")
+    ident = run_identifiers(config)
+    if ident["system"] != system:
         raise ValueError(f"run {run_dir} is for system {ident['system']!r}, not {system!r}")
-    ident["system"] = system
 
     curve_path = run_dir / "train.csv"
     curve = pd.read_csv(curve_path) if curve_path.exists() else None
@@ -560,7 +584,7 @@ def evaluate_run(
     save_npz(
         eval_npz_path,
         **{k: np.asarray(v) for k, v in arrays.items()},
-        **{k: np.asarray(str(ident.get(k, ""))) for k in ("system", "model", "loss", "seed")},
+        **{k: np.asarray("" if ident[k] is None else str(ident[k])) for k in IDENTITY_KEYS},
     )
     write_json(out_path, _json_clean(metrics))
     return metrics

@@ -1,8 +1,11 @@
-"""Flows: priors, continuous normalizing flow and divergence estimators."""
+"""Flows: the :class:`Flow` protocol every model implements, priors, ODE solvers, the continuous
+normalizing flow with its divergence estimators, and the model registry
+(:mod:`eqbg.flows.registry`, the one place where a new model is registered)."""
 
 from __future__ import annotations
 
-from .cnf import CNF, SampleResult
+from .base import DENSITY_KINDS, DensityKind, Flow, FlowSample
+from .cnf import CNF
 from .divergence import (
     exact_divergence,
     hutchinson_divergence,
@@ -12,10 +15,18 @@ from .divergence import (
     value_and_hutchinson_divergence,
 )
 from .priors import CoMFreeGaussian, StandardGaussian, make_prior, remove_mean
+from .solver import ADAPTIVE_METHODS, FIXED_METHODS, ODESettings, ODESolver
 
 __all__ = [
+    "DENSITY_KINDS",
+    "DensityKind",
+    "Flow",
+    "FlowSample",
     "CNF",
-    "SampleResult",
+    "ODESolver",
+    "ODESettings",
+    "ADAPTIVE_METHODS",
+    "FIXED_METHODS",
     "CoMFreeGaussian",
     "StandardGaussian",
     "make_prior",

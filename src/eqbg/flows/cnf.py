@@ -1,6 +1,6 @@
 """Continuous normalizing flow (CNF) with exact or Hutchinson log-likelihoods.
 
-Time convention (CONTRACT.md): ``t = 0`` is the prior, ``t = 1`` is data; ``dx/dt = v(t, x)``.
+Time convention: ``t = 0`` is the prior, ``t = 1`` is data; ``dx/dt = v(t, x)``.
 Along a trajectory ``d log p(x_t)/dt = -div v(t, x_t)``, hence
 
     log q(x_1) = log p_0(x_0) - int_0^1 div v(t, x_t) dt.
@@ -8,21 +8,21 @@ Along a trajectory ``d log p(x_t)/dt = -div v(t, x_t)``, hence
 Sampling integrates ``(x, l, path)`` from 0 to 1 with ``dl/dt = -div v``, ``d path/dt = |v|``;
 ``log_prob`` integrates ``(x, l)`` from 1 to 0 starting at ``l(1) = 0`` and returns
 ``log p_0(x_0) - l(0)``. Inference runs under ``torch.no_grad`` and every ODE step frees its
-divergence graph (``create_graph=False``); training (:meth:`CNF.nll`) uses torchdiffeq's
-``odeint_adjoint`` so memory does not grow with the number of solver steps.
+divergence graph (``create_graph=False``); training (:meth:`CNF.nll`, :meth:`CNF.rsample`) uses
+torchdiffeq's ``odeint_adjoint`` so memory does not grow with the number of solver steps.
 
 For CoM-free priors the divergence is the trace on the ``(n-1)d`` subspace (see
 :mod:`eqbg.flows.divergence`). A field exposing ``forward_and_divergence(t, x)`` or
 ``divergence(t, x)`` (e.g. :class:`eqbg.nn.KernelField`) gets its closed form used for the exact
-trace.
+trace (:attr:`CNF.closed_form_divergence`).
+
+Every call takes its :class:`~eqbg.flows.solver.ODESolver` as an argument (default: the one the
+flow was built with); the flow itself is never reconfigured by a call.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,68 +30,55 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from eqbg.geometry import remove_mean
 
+from .base import Flow, FlowSample
 from .divergence import (
     ProbeKind,
     TraceMethod,
     make_probe,
-    subspace_basis,
     value_and_exact_divergence,
     value_and_hutchinson_divergence,
 )
+from .solver import ODESolver
 
-__all__ = ["CNF", "SampleResult", "ADAPTIVE_METHODS", "FIXED_METHODS"]
-
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
-FIXED_METHODS = ("euler", "midpoint", "rk4", "heun3")
-
-
-@dataclass
-class SampleResult:
-    """Output of :meth:`CNF.sample`.
-
-    Attributes:
-        x: ``(N, n, d)`` samples at t = 1 (CoM-free for CoM-free priors).
-        log_q: ``(N,)`` model log density of ``x`` (nats, project convention), or ``None`` when
-            sampled with ``with_log_q=False``.
-        nfe: vector-field evaluations summed over batches (each evaluation is one batched call
-            of the field plus its divergence); per trajectory it is ``nfe / n_batches``.
-        path_length: mean over samples of ``int_0^1 |v(x_t, t)| dt`` (Euclidean norm over all
-            ``n*d`` coordinates).
-        wall_time_s: wall-clock seconds for the whole call.
-        n_batches: number of integrations (``ceil(N / batch_size)``).
-    """
-
-    x: Tensor
-    log_q: Tensor | None
-    nfe: int
-    path_length: float
-    wall_time_s: float
-    n_batches: int = 1
+__all__ = ["CNF"]
 
 
 class _Dynamics(nn.Module):
     """Augmented dynamics ``(x, l[, path]) -> (v, -div v[, |v|])`` for torchdiffeq.
 
-    Registered as a module so ``odeint_adjoint`` finds the field's parameters.
+    Registered as a module so ``odeint_adjoint`` finds the field's parameters. One instance per
+    call: it carries that call's divergence choice, probe and evaluation counter.
     """
 
-    def __init__(self, field: nn.Module, com_free: bool) -> None:
+    def __init__(
+        self,
+        field: nn.Module,
+        com_free: bool,
+        *,
+        exact: bool,
+        with_logp: bool,
+        with_path: bool,
+        trace_method: str,
+        chunk_size: int | None,
+        eps: Tensor | None = None,
+    ) -> None:
         super().__init__()
+        if with_logp and not exact and eps is None:
+            raise ValueError("Hutchinson's estimator needs a probe")
         self.field = field
         self.com_free = com_free
-        self.exact = True
-        self.trace_method: str = "auto"
-        self.chunk_size: int | None = None
-        self.eps: Tensor | None = None
-        self.with_logp = True
-        self.with_path = False
+        self.exact = exact
+        self.with_logp = with_logp
+        self.with_path = with_path
+        self.trace_method = trace_method
+        self.chunk_size = chunk_size
+        self.eps = eps
         self.nfe = 0
 
     def _v_div(self, t: Tensor, x: Tensor, create_graph: bool) -> tuple[Tensor, Tensor | None]:
         field = self.field
         if not self.with_logp:
-            v = field(t, x)
-            return v, None
+            return field(t, x), None
         if self.exact:
             if hasattr(field, "forward_and_divergence"):
                 return field.forward_and_divergence(t, x)
@@ -101,7 +88,6 @@ class _Dynamics(nn.Module):
                 lambda y: field(t, y), x, com_free=self.com_free, method=self.trace_method,
                 create_graph=create_graph, chunk_size=self.chunk_size,
             )
-        assert self.eps is not None, "Hutchinson probe not set"
         return value_and_hutchinson_divergence(
             lambda y: field(t, y), x, self.eps, create_graph=create_graph
         )
@@ -133,114 +119,113 @@ def _first_norm(n_control: int):
     return norm
 
 
-class CNF(nn.Module):
+class CNF(Flow):
     """Continuous normalizing flow ``x_1 = x_0 + int_0^1 v(t, x_t) dt`` with ``x_0 ~ prior``.
 
     Args:
         field: ``nn.Module`` with ``forward(t: Tensor () or (B,), x: (B, n, d)) -> (B, n, d)``.
         prior: :class:`eqbg.flows.CoMFreeGaussian` or :class:`eqbg.flows.StandardGaussian`.
-        method: torchdiffeq solver; adaptive ones (``dopri5`` ...) use ``atol``/``rtol``,
-            fixed-step ones (``euler``, ``midpoint``, ``rk4``) need ``n_steps``.
-        atol, rtol: adaptive tolerances (the log-density state is error-controlled as well).
-        n_steps: number of uniform steps for fixed-step methods.
+        solver: default :class:`ODESolver` of calls that pass none.
         trace_method: exact-trace implementation (``auto``, ``loop``, ``batched_vjp``, ``jacrev``,
             ``jvp``), see :mod:`eqbg.flows.divergence`.
         trace_chunk_size: vmap chunk for ``batched_vjp``/``jvp``/``jacrev`` (memory bound).
-        probe: Hutchinson probe distribution for training (``rademacher`` or ``gaussian``);
-            projected onto the CoM-free subspace for CoM-free priors.
+        probe: Hutchinson probe distribution (``rademacher`` or ``gaussian``); projected onto
+            the CoM-free subspace for CoM-free priors.
         adjoint_seminorm: use the seminorm for the adjoint pass (Kidger et al. 2021: fewer
             backward steps, same gradients up to tolerance).
 
     The flow's dtype/device follow the module (``cnf.to(torch.float64)``); inputs are cast.
+    ``exact=True`` calls return an ``exact`` density, ``exact=False`` (one Hutchinson probe per
+    trajectory) a ``stochastic`` one.
     """
+
+    density = "exact"
 
     def __init__(
         self,
         field: nn.Module,
         prior: nn.Module,
         *,
-        method: str = "dopri5",
-        atol: float = 1e-5,
-        rtol: float = 1e-5,
-        n_steps: int | None = None,
+        solver: ODESolver | None = None,
         trace_method: TraceMethod | str = "auto",
         trace_chunk_size: int | None = None,
         probe: ProbeKind = "rademacher",
         adjoint_seminorm: bool = True,
     ) -> None:
         super().__init__()
-        if method in FIXED_METHODS:
-            if n_steps is None or int(n_steps) < 1:
-                raise ValueError(f"fixed-step method {method!r} needs n_steps >= 1, got {n_steps}")
-        elif method in ADAPTIVE_METHODS:
-            if n_steps is not None:
-                raise ValueError(
-                    f"n_steps={n_steps} given with adaptive method {method!r}; use one of "
-                    f"{FIXED_METHODS} for fixed steps"
-                )
-        else:
-            raise ValueError(f"unknown method {method!r}; use {ADAPTIVE_METHODS + FIXED_METHODS}")
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"unknown probe {probe!r}; use 'rademacher' or 'gaussian'")
         self.field = field
         self.prior = prior
-        self.method = method
-        self.atol = float(atol)
-        self.rtol = float(rtol)
-        self.n_steps = None if n_steps is None else int(n_steps)
+        self.solver = solver or ODESolver()
         self.trace_method = trace_method
         self.trace_chunk_size = trace_chunk_size
         self.probe = probe
         self.adjoint_seminorm = adjoint_seminorm
-        self.com_free = bool(getattr(prior, "com_free", False))
-        # Dynamics are built per call (not registered: the field's weights appear once in the
-        # state_dict), and the adjoint backward pass keeps its own instance with its probe.
-        object.__setattr__(self, "_dyn", None)
+        self._com_free = bool(getattr(prior, "com_free", False))
+        self.last_nfe = 0  # field evaluations of the last integration (diagnostics)
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ protocol
     @property
     def event_shape(self) -> tuple[int, int]:
         return (int(self.prior.n_particles), int(self.prior.spatial_dim))
 
-    def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
+    @property
+    def com_free(self) -> bool:
+        return self._com_free
+
+    @property
+    def closed_form_divergence(self) -> bool:
+        """Whether the field gives its divergence in closed form (no per-coordinate passes)."""
+        return hasattr(self.field, "forward_and_divergence") or hasattr(self.field, "divergence")
+
+    # ------------------------------------------------------------------ helpers
+    def dtype_device(self) -> tuple[torch.dtype, torch.device]:
         p = next(self.field.parameters(), None)
         if p is None:
             a = self.prior._anchor
             return a.dtype, a.device
         return p.dtype, p.device
 
-    def _times(self, t0: float, t1: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-        if self.n_steps is None:
+    @staticmethod
+    def _times(solver: ODESolver, t0: float, t1: float, dtype, device) -> Tensor:
+        if solver.adaptive:
             return torch.tensor([t0, t1], dtype=dtype, device=device)
         # Fixed-grid solvers step exactly on the supplied grid.
-        return torch.linspace(t0, t1, self.n_steps + 1, dtype=dtype, device=device)
+        return torch.linspace(t0, t1, solver.n_steps + 1, dtype=dtype, device=device)
 
-    def _solve(self, state: tuple[Tensor, ...], t: Tensor, n_control: int) -> tuple[Tensor, ...]:
-        kwargs: dict = {"method": self.method}
-        if self.n_steps is None:
-            kwargs.update(atol=self.atol, rtol=self.rtol, options={"norm": _first_norm(n_control)})
-        sol = odeint(self._dyn, state, t, **kwargs)
+    @staticmethod
+    def _solver_kwargs(solver: ODESolver, n_control: int) -> dict:
+        kwargs: dict = {"method": solver.method}
+        if solver.adaptive:
+            kwargs.update(atol=solver.atol, rtol=solver.rtol, options={"norm": _first_norm(n_control)})
+        return kwargs
+
+    def _dynamics(self, *, exact: bool, with_logp: bool, with_path: bool, eps: Tensor | None = None):
+        return _Dynamics(
+            self.field, self.com_free, exact=exact, with_logp=with_logp, with_path=with_path,
+            trace_method=self.trace_method, chunk_size=self.trace_chunk_size, eps=eps,
+        )
+
+    def _solve(self, dyn: _Dynamics, state: tuple[Tensor, ...], t: Tensor, solver: ODESolver,
+               n_control: int, adjoint: bool = False) -> tuple[Tensor, ...]:
+        kwargs = self._solver_kwargs(solver, n_control)
+        if adjoint:
+            params = tuple(p for p in dyn.parameters() if p.requires_grad)
+            adj_opts = {"norm": "seminorm"} if self.adjoint_seminorm and solver.adaptive else {}
+            sol = odeint_adjoint(dyn, state, t, adjoint_params=params, adjoint_options=adj_opts,
+                                 **kwargs)
+        else:
+            sol = odeint(dyn, state, t, **kwargs)
+        self.last_nfe = dyn.nfe
         return tuple(s[-1] for s in sol)
 
-    def _check_x(self, x: Tensor) -> Tensor:
-        if x.dim() != 3 or tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(
-                f"expected x of shape (B, {self.event_shape[0]}, {self.event_shape[1]}), "
-                f"got {tuple(x.shape)}"
-            )
-        dtype, device = self._dtype_device()
-        return x.to(dtype=dtype, device=device)
+    def _probe(self, x: Tensor, exact: bool, generator: torch.Generator | None) -> Tensor | None:
+        return None if exact else make_probe(x, self.probe, self.com_free, generator)
 
-    def _make_dyn(self, *, exact: bool, with_logp: bool, with_path: bool) -> _Dynamics:
-        d = _Dynamics(self.field, self.com_free)
-        d.exact, d.with_logp, d.with_path = exact, with_logp, with_path
-        d.trace_method, d.chunk_size = self.trace_method, self.trace_chunk_size
-        return d
-
-    def _configure(self, *, exact: bool, with_logp: bool, with_path: bool) -> None:
-        object.__setattr__(
-            self, "_dyn", self._make_dyn(exact=exact, with_logp=with_logp, with_path=with_path)
-        )
+    def _centre(self, x: Tensor) -> Tensor:
+        x = self.check_x(x)
+        return remove_mean(x) if self.com_free else x
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -248,55 +233,57 @@ class CNF(nn.Module):
         self,
         num: int,
         *,
-        exact: bool = True,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
         with_log_q: bool = True,
-    ) -> SampleResult:
+        solver: ODESolver | None = None,
+        exact: bool = True,
+    ) -> FlowSample:
         """Draw ``num`` samples with their model log density.
 
         Args:
             num: number of samples.
-            exact: exact divergence (else one Hutchinson probe per trajectory: an unbiased but
-                noisy ``log_q`` that is *not* suitable for importance weights).
             generator: RNG for the prior draws (and probes); must live on the model's device.
             batch_size: integrate at most this many samples at once (memory bound; the adaptive
                 step size is shared within a batch).
             with_log_q: integrate the log density (else ``log_q`` is ``None``; much cheaper).
+            solver: ODE solver of this call (default: the flow's).
+            exact: exact divergence (else one Hutchinson probe per trajectory: an unbiased but
+                noisy ``log_q``, density kind ``stochastic``, not usable in importance weights).
 
         Returns:
-            :class:`SampleResult`.
+            :class:`FlowSample` with ``nfe``, ``path_length``, ``wall_time_s``, ``n_batches``.
         """
         start = time.perf_counter()
-        dtype, device = self._dtype_device()
+        solver = solver or self.solver
+        dtype, device = self.dtype_device()
         bs = num if not batch_size else int(batch_size)
         xs, lqs, nfe, path_sum, n_batches = [], [], 0, 0.0, 0
-        self._configure(exact=exact, with_logp=with_log_q, with_path=True)
-        t = self._times(0.0, 1.0, dtype, device)
+        t = self._times(solver, 0.0, 1.0, dtype, device)
         for s in range(0, num, max(bs, 1)):
             m = min(bs, num - s)
             x0 = self.prior.sample(m, generator=generator, dtype=dtype, device=device)
             state: list[Tensor] = [x0]
+            eps = None
             if with_log_q:
                 state.append(torch.zeros(m, dtype=dtype, device=device))
-                if not exact:
-                    self._dyn.eps = make_probe(x0, self.probe, self.com_free, generator)
+                eps = self._probe(x0, exact, generator)
             state.append(torch.zeros(m, dtype=dtype, device=device))
-            self._dyn.nfe = 0
-            out = self._solve(tuple(state), t, n_control=2 if with_log_q else 1)
-            nfe += self._dyn.nfe
+            dyn = self._dynamics(exact=exact, with_logp=with_log_q, with_path=True, eps=eps)
+            out = self._solve(dyn, tuple(state), t, solver, n_control=2 if with_log_q else 1)
+            nfe += dyn.nfe
             n_batches += 1
             xs.append(out[0])
             if with_log_q:
                 lqs.append(self.prior.log_prob(x0) + out[1])
             path_sum += float(out[-1].sum())
-        self._dyn.eps = None
         x = torch.cat(xs) if xs else torch.zeros(0, *self.event_shape, dtype=dtype, device=device)
         log_q = None
         if with_log_q:
             log_q = torch.cat(lqs) if lqs else torch.zeros(0, dtype=dtype, device=device)
-        return SampleResult(
-            x=x, log_q=log_q, nfe=nfe, path_length=path_sum / max(num, 1),
+        return FlowSample(
+            x=x, log_q=log_q, density="exact" if exact else "stochastic",
+            nfe=nfe, path_length=path_sum / max(num, 1),
             wall_time_s=time.perf_counter() - start, n_batches=n_batches,
         )
 
@@ -305,36 +292,40 @@ class CNF(nn.Module):
         self,
         x: Tensor,
         *,
-        exact: bool = True,
-        batch_size: int | None = None,
         generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+        solver: ODESolver | None = None,
+        exact: bool = True,
     ) -> Tensor:
         """Model log density of data ``x`` ``(B, n, d)`` -> ``(B,)`` (integrates t = 1 -> 0).
 
         CoM-free flows centre ``x`` first (the density lives on the subspace).
         ``exact=False`` uses one Hutchinson probe per sample (drawn from ``generator``).
         """
-        x = self._check_x(x)
-        if self.com_free:
-            x = remove_mean(x)
+        solver = solver or self.solver
+        x = self._centre(x)
         dtype, device = x.dtype, x.device
         B = x.shape[0]
         bs = B if not batch_size else int(batch_size)
-        self._configure(exact=exact, with_logp=True, with_path=False)
-        t = self._times(1.0, 0.0, dtype, device)
+        t = self._times(solver, 1.0, 0.0, dtype, device)
         out_lp = []
         for s in range(0, B, max(bs, 1)):
             xb = x[s : s + bs]
-            if not exact:
-                self._dyn.eps = make_probe(xb, self.probe, self.com_free, generator)
-            x0, l0 = self._solve((xb, torch.zeros(xb.shape[0], dtype=dtype, device=device)), t, 2)
+            dyn = self._dynamics(exact=exact, with_logp=True, with_path=False,
+                                 eps=self._probe(xb, exact, generator))
+            zero = torch.zeros(xb.shape[0], dtype=dtype, device=device)
+            x0, l0 = self._solve(dyn, (xb, zero), t, solver, 2)
             out_lp.append(self.prior.log_prob(x0) - l0)
-        self._dyn.eps = None
         return torch.cat(out_lp) if out_lp else torch.zeros(0, dtype=dtype, device=device)
 
     # ------------------------------------------------------------------ training
     def nll(
-        self, x: Tensor, *, exact: bool = False, generator: torch.Generator | None = None,
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        solver: ODESolver | None = None,
+        exact: bool = False,
         adjoint: bool = True,
     ) -> Tensor:
         """Mean negative log-likelihood of ``x`` ``(B, n, d)``, differentiable, scalar.
@@ -342,38 +333,35 @@ class CNF(nn.Module):
         Integrates t = 1 -> 0 with ``odeint_adjoint`` (memory independent of the step count).
         ``exact=False`` uses one Hutchinson probe per sample for the whole trajectory (FFJORD);
         ``exact=True`` uses the field's closed-form divergence if it has one, else the exact
-        trace with a differentiable graph (expensive for large systems).
+        trace with a differentiable graph ((n-1)d backward passes per evaluation).
         ``adjoint=False`` backpropagates through the solver instead (small systems/tests only).
         """
-        x = self._check_x(x)
-        if self.com_free:
-            x = remove_mean(x)
-        self._configure(exact=exact, with_logp=True, with_path=False)
-        if not exact:
-            self._dyn.eps = make_probe(x, self.probe, self.com_free, generator)
-        t = self._times(1.0, 0.0, x.dtype, x.device)
+        solver = solver or self.solver
+        x = self._centre(x)
+        dyn = self._dynamics(exact=exact, with_logp=True, with_path=False,
+                             eps=self._probe(x, exact, generator))
+        t = self._times(solver, 1.0, 0.0, x.dtype, x.device)
         state = (x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
-        kwargs: dict = {"method": self.method}
-        if self.n_steps is None:
-            kwargs.update(atol=self.atol, rtol=self.rtol, options={"norm": _first_norm(2)})
-        if adjoint:
-            params = tuple(p for p in self._dyn.parameters() if p.requires_grad)
-            adj_opts = {"norm": "seminorm"} if self.adjoint_seminorm else {}
-            if self.n_steps is not None:
-                adj_opts = {}
-            sol = odeint_adjoint(
-                self._dyn, state, t, adjoint_params=params, adjoint_options=adj_opts, **kwargs
-            )
-        else:
-            sol = odeint(self._dyn, state, t, **kwargs)
-        x0, l0 = sol[0][-1], sol[1][-1]
+        x0, l0 = self._solve(dyn, state, t, solver, 2, adjoint=adjoint)
         return -(self.prior.log_prob(x0) - l0).mean()
 
-    def nll_hutchinson(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Training loss: mean NLL with Hutchinson's estimator through ``odeint_adjoint``."""
-        return self.nll(x, exact=False, generator=generator)
-
-    @property
-    def last_nfe(self) -> int:
-        """Field evaluations of the last forward integration (training diagnostics)."""
-        return 0 if self._dyn is None else self._dyn.nfe
+    def rsample(
+        self,
+        num: int,
+        *,
+        generator: torch.Generator | None = None,
+        solver: ODESolver | None = None,
+        exact: bool = True,
+        adjoint: bool = True,
+    ) -> tuple[Tensor, Tensor]:
+        """``(x, log_q)`` of ``num`` samples, differentiable in the field's parameters (reverse
+        KL); through ``odeint_adjoint`` unless ``adjoint=False``."""
+        solver = solver or self.solver
+        dtype, device = self.dtype_device()
+        x0 = self.prior.sample(num, generator=generator, dtype=dtype, device=device)
+        dyn = self._dynamics(exact=exact, with_logp=True, with_path=False,
+                             eps=self._probe(x0, exact, generator))
+        t = self._times(solver, 0.0, 1.0, dtype, device)
+        state = (x0, torch.zeros(num, dtype=dtype, device=device))
+        x1, dl = self._solve(dyn, state, t, solver, 2, adjoint=adjoint)
+        return x1, self.prior.log_prob(x0) + dl

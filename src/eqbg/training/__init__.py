@@ -1,71 +1,24 @@
-"""Training: couplings (independent, minibatch OT, equivariant OT), alignment (Kabsch,
-Hungarian), losses (ml, fm, otfm, eqotfm), model registry, the training loop with resumable
-checkpoints, and sampling runs.
+"""Training: the training state (model, optimiser, schedule, EMA, RNG, loss state, best
+weights) and the one loop around it that trains every model with every loss.
 
-Public API (CONTRACT.md): :func:`ot_permutation`, :func:`equivariant_ot`, :func:`kabsch`,
-:func:`align`, :func:`build_flow`, :func:`train_run`, :func:`load_flow`, :func:`sample_run`.
+Models live in :mod:`eqbg.flows.registry`, objectives in :mod:`eqbg.losses`, couplings in
+:mod:`eqbg.ot`, sampling runs in :mod:`eqbg.sampling`.
 """
 
 from __future__ import annotations
 
-from eqbg.ot import (
-    EquivariantCost,
-    align,
-    batched_assignment,
-    emd_permutation,
-    equivariant_cost_matrix,
-    equivariant_ot,
-    independent_coupling,
-    kabsch,
-    ot_permutation,
-    pairwise_squared_distance,
-    random_rotation,
-)
-from eqbg.training.losses import CouplingOptions, couple, flow_matching_loss, loss_step
-from eqbg.training.loop import (
-    CSV_COLUMNS,
-    TrainingDivergedError,
-    load_flow,
-    sample_run,
-    train_run,
-)
-from eqbg.training.models import MODELS, build_flow, register_model, resolve_model_settings
-from eqbg.training.settings import (
-    LOSSES,
-    ODESettings,
-    SamplingSettings,
-    SettingsError,
-    TrainingSettings,
-)
+from eqbg.training.loop import CSV_COLUMNS, TrainingDivergedError, lr_multiplier, train_run
+from eqbg.training.settings import TrainingSettings, resolve_run_settings
+from eqbg.training.state import EMA, TrainingState, read_checkpoint
 
 __all__ = [
-    "align",
-    "batched_assignment",
-    "kabsch",
-    "random_rotation",
-    "EquivariantCost",
-    "emd_permutation",
-    "equivariant_cost_matrix",
-    "equivariant_ot",
-    "independent_coupling",
-    "ot_permutation",
-    "pairwise_squared_distance",
-    "CouplingOptions",
-    "couple",
-    "flow_matching_loss",
-    "loss_step",
     "CSV_COLUMNS",
     "TrainingDivergedError",
-    "load_flow",
-    "sample_run",
+    "lr_multiplier",
     "train_run",
-    "MODELS",
-    "build_flow",
-    "register_model",
-    "resolve_model_settings",
-    "LOSSES",
-    "ODESettings",
-    "SamplingSettings",
-    "SettingsError",
     "TrainingSettings",
+    "resolve_run_settings",
+    "EMA",
+    "TrainingState",
+    "read_checkpoint",
 ]

@@ -1,0 +1,232 @@
+"""The model registry: the one place where a model name becomes a :class:`~eqbg.flows.Flow`.
+
+A model is a settings dataclass (every field a config key under ``defaults.model.<name>``, with
+its default and a comment that documents it) and a builder ``build(system, settings, ode) ->
+Flow``. :func:`register_model` adds one; :func:`build_flow` validates the settings and builds it;
+:func:`load_flow` rebuilds a trained one from its ``model.pt``. The config schema's model names
+are held equal to :data:`MODELS` by a test.
+
+Keys common to every model: ``name`` (the registry name) and ``prior_scale`` (std of the Gaussian
+base distribution).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqbg.flows.base import Flow
+from eqbg.flows.cnf import CNF
+from eqbg.flows.priors import make_prior
+from eqbg.flows.solver import ODESettings
+from eqbg.settings import SettingsError, asdict, resolve, resolve_device, resolve_dtype
+
+__all__ = [
+    "EGNNSettings",
+    "KernelSettings",
+    "ModelSpec",
+    "MODELS",
+    "register_model",
+    "resolve_model_settings",
+    "model_settings_dict",
+    "build_flow",
+    "load_flow",
+]
+
+
+@dataclass
+class EGNNSettings:
+    """EGNN vector field (Satorras et al. 2021; EFM) in a CNF. Atom types come from the system."""
+
+    name: str = "egnn"  #: registry name
+    prior_scale: float = 1.0  #: std of the (CoM-free) Gaussian prior
+    hidden: int = 64  #: width of every MLP
+    n_layers: int = 4  #: E(n) message-passing layers
+    attention: bool = True  #: sigmoid edge gate
+    tanh: bool = True  #: bound coordinate updates by tanh * coords_range / n_layers
+    coords_range: float = 15.0  #: see tanh
+    time_freqs: int = 0  #: sinusoidal time frequencies on top of the scalar t feature
+    normalize_aggregation: bool = False  #: divide neighbour sums by n - 1
+
+
+@dataclass
+class KernelSettings:
+    """Gradient field of an invariant RBF potential (Köhler, Klein, Noé 2020) in a CNF."""
+
+    name: str = "kernel"  #: registry name
+    prior_scale: float = 1.0  #: std of the (CoM-free) Gaussian prior
+    n_rbf: int = 50  #: radial basis functions over pair distances
+    r_max: float = 8.0  #: largest RBF centre
+    gamma: float = 0.5  #: RBF width parameter
+    n_time_rbf: int = 10  #: RBFs over time
+    time_gamma: float = 0.3  #: time RBF width
+    init_scale: float = 0.0  #: initial weight scale
+
+
+def _cnf(system: Any, field: torch.nn.Module, prior_scale: float, ode: ODESettings) -> CNF:
+    return CNF(
+        field,
+        make_prior(system, scale=prior_scale),
+        solver=ode.solver,
+        trace_method=ode.trace_method,
+        trace_chunk_size=ode.trace_chunk_size,
+        probe=ode.probe,
+        adjoint_seminorm=ode.adjoint_seminorm,
+    )
+
+
+def _build_egnn(system: Any, s: EGNNSettings, ode: ODESettings) -> Flow:
+    from eqbg.nn import EGNNField
+
+    types = system.atom_types
+    field = EGNNField(
+        int(system.n_particles),
+        int(system.spatial_dim),
+        hidden=s.hidden,
+        n_layers=s.n_layers,
+        n_atom_types=int(types.max()) + 1,
+        atom_types=types,
+        attention=s.attention,
+        tanh=s.tanh,
+        coords_range=s.coords_range,
+        com_free=bool(system.com_free),
+        time_freqs=s.time_freqs,
+        normalize_aggregation=s.normalize_aggregation,
+    )
+    return _cnf(system, field, s.prior_scale, ode)
+
+
+def _build_kernel(system: Any, s: KernelSettings, ode: ODESettings) -> Flow:
+    from eqbg.nn import KernelField
+
+    if not system.com_free:
+        raise SettingsError(f"model 'kernel' needs a CoM-free system, {system.name} is not")
+    field = KernelField(
+        int(system.n_particles),
+        int(system.spatial_dim),
+        n_rbf=s.n_rbf,
+        r_max=s.r_max,
+        gamma=s.gamma,
+        n_time_rbf=s.n_time_rbf,
+        time_gamma=s.time_gamma,
+        init_scale=s.init_scale,
+    )
+    return _cnf(system, field, s.prior_scale, ode)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its settings dataclass and its builder."""
+
+    settings: type
+    build: Callable[[Any, Any, ODESettings], Flow]
+
+
+#: name -> model; the only list of model names
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str, settings_cls: type, build: Callable[[Any, Any, ODESettings], Flow]
+) -> None:
+    """Make ``name`` buildable by :func:`build_flow`.
+
+    Args:
+        name: registry name (the config's ``models:`` entries and run paths use it).
+        settings_cls: dataclass of the model's settings, with a ``name`` field.
+        build: ``build(system, settings, ode_settings) -> Flow`` (flows without an ODE ignore
+            ``ode_settings``).
+    """
+    if "name" not in {f.name for f in dataclasses.fields(settings_cls)}:
+        raise TypeError(f"{settings_cls.__name__} needs a 'name' field")
+    MODELS[name] = ModelSpec(settings_cls, build)
+
+
+register_model("egnn", EGNNSettings, _build_egnn)
+register_model("kernel", KernelSettings, _build_kernel)
+
+
+def resolve_model_settings(model_cfg: Mapping[str, Any] | None, name: str | None = None):
+    """Resolve model settings (defaults filled, unknown keys and names rejected)."""
+    cfg = dict(model_cfg or {})
+    cfg_name = cfg.get("name")
+    if name is not None and cfg_name is not None and cfg_name != name:
+        raise SettingsError(f"model settings say name={cfg_name!r} but the run is for {name!r}")
+    name = name or cfg_name or "egnn"
+    if name not in MODELS:
+        raise SettingsError(f"unknown model {name!r}; registered models: {sorted(MODELS)}")
+    cfg["name"] = name
+    return resolve(MODELS[name].settings, cfg, f"model[{name}]")
+
+
+def model_settings_dict(model_cfg: Mapping[str, Any] | None, name: str | None = None) -> dict:
+    """Resolved model settings as a plain dict (what ``config.json`` records)."""
+    return asdict(resolve_model_settings(model_cfg, name))
+
+
+def build_flow(
+    system: Any,
+    model_cfg: Mapping[str, Any] | None,
+    ode_cfg: Mapping[str, Any] | ODESettings | None = None,
+) -> Flow:
+    """Build the flow of a registered model for ``system`` (an ``eqbg.systems.System``).
+
+    Args:
+        system: target system (particle count, dimension, atom types, CoM-freedom).
+        model_cfg: model settings; ``name`` selects the registered model (default ``egnn``).
+        ode_cfg: :class:`ODESettings` keys (default solver and divergence of ODE flows).
+
+    Returns:
+        A float32 :class:`Flow` on the CPU.
+    """
+    ms = resolve_model_settings(model_cfg)
+    ode = ode_cfg if isinstance(ode_cfg, ODESettings) else resolve(ODESettings, ode_cfg, "ode")
+    return MODELS[ms.name].build(system, ms, ode)
+
+
+def load_flow(
+    run_dir: str | Path,
+    *,
+    ode: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+) -> tuple[Flow, dict[str, Any]]:
+    """Rebuild the trained flow of ``run_dir`` from its self-describing ``model.pt``.
+
+    Args:
+        run_dir: a training run folder (``model.pt``, ``config.json``).
+        ode: overrides of the stored ODE settings (e.g. tighter tolerances for the test NLL).
+        device: where to put the model (``auto`` allowed).
+        dtype: ``float32``/``float64`` (default: the training dtype).
+
+    Returns:
+        ``(flow in eval mode without gradients, the run's config.json)``.
+    """
+    from eqbg import io
+    from eqbg.systems import get_system
+
+    run_dir = Path(run_dir)
+    cfg_path, model_path = run_dir / "config.json", run_dir / "model.pt"
+    for p in (cfg_path, model_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: is {run_dir} a finished training run?")
+    config = io.read_json(cfg_path)
+    try:
+        saved = torch.load(model_path, map_location="cpu", weights_only=False)
+        state_dict, model_cfg = saved["state_dict"], saved["model"]
+    except Exception as err:  # a truncated or foreign file: name it
+        raise ValueError(f"{model_path} is not a readable eqbg model file: {err}") from err
+    ode_cfg = {**dict(saved.get("ode") or {}), **dict(ode or {})}
+    sys_obj = get_system(saved["system"], **dict(saved.get("system_options") or {}))
+    flow = build_flow(sys_obj, model_cfg, ode_cfg)
+    flow.load_state_dict(state_dict)
+    dt = resolve_dtype(dtype or config.get("training", {}).get("dtype", "float32"))
+    flow = flow.to(device=resolve_device(device), dtype=dt).eval()
+    for p in flow.parameters():
+        p.requires_grad_(False)
+    return flow, config

@@ -1,0 +1,34 @@
+"""Training objectives, one object each, in one registry (:mod:`eqbg.losses.registry`, the one
+place where a new loss is registered): maximum likelihood (``ml``) and flow matching with
+independent (``fm``), minibatch-OT (``otfm``) and equivariant-OT (``eqotfm``) couplings."""
+
+from __future__ import annotations
+
+from eqbg.losses.base import Loss
+from eqbg.losses.flow_matching import (
+    Coupling,
+    EquivariantOTCoupling,
+    FlowMatching,
+    IndependentCoupling,
+    OTCoupling,
+    flow_matching_loss,
+)
+from eqbg.losses.maximum_likelihood import MaximumLikelihood, use_exact_divergence
+from eqbg.losses.registry import LOSSES, LossSpec, build_loss, loss_needs_data, register_loss
+
+__all__ = [
+    "Loss",
+    "Coupling",
+    "EquivariantOTCoupling",
+    "FlowMatching",
+    "IndependentCoupling",
+    "OTCoupling",
+    "flow_matching_loss",
+    "MaximumLikelihood",
+    "use_exact_divergence",
+    "LOSSES",
+    "LossSpec",
+    "build_loss",
+    "loss_needs_data",
+    "register_loss",
+]

@@ -1,0 +1,36 @@
+"""Settings of sampling runs (config section ``sample:``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eqbg.flows.solver import ODESolver
+from eqbg.settings import SettingsError, resolve_device, resolve_dtype
+
+__all__ = ["SamplingSettings"]
+
+
+@dataclass
+class SamplingSettings:
+    """Drawing samples with their log densities from a trained flow (``sample_run``)."""
+
+    method: str = "dopri5"  #: torchdiffeq solver (ODE flows)
+    atol: float = 1e-5  #: absolute tolerance (adaptive)
+    rtol: float = 1e-5  #: relative tolerance (adaptive)
+    n_steps: int | None = None  #: steps for fixed-step solvers
+    batch_size: int | None = 1000  #: samples integrated at once
+    exact: bool = True  #: exact divergence (required for importance weights)
+    device: str = "auto"  #: cpu, cuda, cuda:N or auto
+    dtype: str = "float32"  #: float32 or float64
+    num_threads: int | None = None  #: torch.set_num_threads (None: leave)
+
+    def validate(self) -> None:
+        self.solver  # raises for an invalid solver
+        resolve_dtype(self.dtype)
+        resolve_device(self.device)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise SettingsError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def solver(self) -> ODESolver:
+        return ODESolver(self.method, float(self.atol), float(self.rtol), self.n_steps)
