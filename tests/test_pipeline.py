@@ -81,6 +81,14 @@ def test_whole_pipeline_ends_with_tables_figures_and_the_html_report(tmp_path):
             assert (results / "figures" / "dw4" / f"{kind}.{ext}").stat().st_size > 1000
     html = (results / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "energy_hist" in html
+    # The headline table across systems: one row per run method, and the report opens on it
+    # (front-page description with the table, landing-page metadata instead of the rule graph).
+    headline = (results / "tables" / "headline.md").read_text()
+    for loss in ("fm", "eqotfm"):
+        assert re.search(rf"^\| dw4 +\| egnn +\| {loss} +\| 1 ", headline, flags=re.M), headline
+    assert "ESS [" in headline and "eff. samples/s" in headline
+    assert "Headline: every system" in html and "<td>eqotfm</td>" in html and "eff. samples/s" in html
+    assert '"systems": 1' in html
 
     # Re-running does nothing; the `figures` target redraws from existing samples only.
     again = run_snakemake(tmp_path, CONFIGS / "tiny.yaml", "figures", "--forcerun", "table", "plot")

@@ -50,6 +50,7 @@ def _write_run(root: Path, system: str, model: str, loss: str, seed: int, rng) -
                "ess": float(rng.uniform(0.2, 0.9)), "ess_n": 400, "ess_ci_level": 0.9,
                "path_length": float(rng.uniform(1, 3)), "samples_per_s": float(rng.uniform(10, 1000))}
     metrics["ess_ci_low"], metrics["ess_ci_high"] = metrics["ess"] - 0.05, metrics["ess"] + 0.04
+    metrics["ess_per_s"] = 0.8 * metrics["ess"] * metrics["samples_per_s"]
     return run / "eval.npz", run / "train.csv", metrics
 
 
@@ -103,3 +104,37 @@ def test_load_training_curves_keeps_loss_values(tmp_path):
     np.testing.assert_allclose(curves["loss"], original["loss"])
     assert set(curves["method"]) == {"egnn/fm"} and set(curves["seed"]) == {"2"}
     assert len(training_curves_plot(curves, "dw4").axes) == 2
+
+
+def _speeds(ess_per_s: list[float] | None, samples_per_s: list[float]) -> pd.DataFrame:
+    rows = []
+    for i, sps in enumerate(samples_per_s):
+        row = {"system": "dw4", "model": "egnn", "loss": ["fm", "ml"][i // 2], "seed": i % 2, "samples_per_s": sps}
+        if ess_per_s is not None:
+            row["ess_per_s"] = ess_per_s[i]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_sampling_speed_shows_samples_and_effective_samples_per_second():
+    from eqbg.plots import sampling_speed_plot
+
+    fig = sampling_speed_plot(_speeds([30.0, 50.0, 2.0, 4.0], [300.0, 310.0, 40.0, 44.0]), "dw4")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["samples/s", "effective samples/s"]
+    assert ax.get_yscale() == "log"  # values span more than a factor 10
+    heights = sorted(p.get_height() for p in ax.patches if p.get_height() > 0)
+    # one bar per method and quantity at the mean over seeds
+    assert heights == pytest.approx([3.0, 40.0, 42.0, 305.0])
+    assert "ESS × n" in ax.get_title()
+
+
+def test_sampling_speed_without_ess_per_s_or_with_zeros():
+    from eqbg.plots import sampling_speed_plot
+
+    old = sampling_speed_plot(_speeds(None, [300.0, 310.0, 40.0, 44.0]), "dw4").axes[0]
+    assert [t.get_text() for t in old.get_legend().get_texts()] == ["samples/s"]
+    flat = sampling_speed_plot(_speeds([0.0, 1.0, 2.0, float("nan")], [3.0, 3.0, 4.0, 4.0]), "dw4").axes[0]
+    assert flat.get_yscale() == "linear"  # a zero cannot go on a log axis
+    empty = sampling_speed_plot(pd.DataFrame({"model": [], "loss": []}), "dw4")
+    assert not empty.axes[0].axison

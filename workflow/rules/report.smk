@@ -1,4 +1,32 @@
-# What people read: per-system tables and figures, and the HTML report that collects them.
+# What people read: the headline table across systems, per-system tables and figures, and the
+# HTML report that collects them and opens on the headline (workflow/report/workflow.rst).
+
+
+rule headline:
+    input:
+        runs=expand("results/tables/{system}/runs.csv", system=RUN_SYSTEMS),
+    output:
+        md=report(
+            "results/tables/headline.md",
+            caption="../report/headline.rst",
+            category="Across systems",
+            labels={"table": "headline", "format": "markdown"},
+        ),
+        csv=report(
+            "results/tables/headline.csv",
+            caption="../report/headline.rst",
+            category="Across systems",
+            labels={"table": "headline", "format": "csv"},
+        ),
+        rst="results/tables/headline.rst",
+    log:
+        "results/logs/headline.log",
+    benchmark:
+        "results/benchmarks/headline.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../scripts/headline.py"
 
 
 rule table:
@@ -58,13 +86,14 @@ rule figures:
 
 rule html_report:
     input:
-        expand(
+        results=expand(
             [
                 "results/tables/{system}/summary.md",
                 "results/figures/{system}",
             ],
             system=RUN_SYSTEMS,
         ),
+        headline=rules.headline.output,
     output:
         "results/report.html",
     log:

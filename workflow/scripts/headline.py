@@ -1,0 +1,12 @@
+"""The headline table across systems: Markdown, CSV and the reST the report's front page shows."""
+
+from eqbg.evaluation.tables import write_headline_table
+from eqbg.pipeline import setup_logging
+
+setup_logging(snakemake.log[0])
+write_headline_table(
+    list(snakemake.input.runs),
+    out_md=snakemake.output.md,
+    out_csv=snakemake.output.csv,
+    out_rst=snakemake.output.rst,
+)
