@@ -696,3 +696,22 @@ def test_weighted_wasserstein_matches_pot(sizes, p):
         # unweighted against POT as well
         want_u = ot.wasserstein_1d(u, v, p=p) ** (1.0 / p)
         assert wasserstein_1d(u, v, p=p) == pytest.approx(want_u, rel=1e-10, abs=1e-12)
+
+
+def test_evaluation_refuses_a_stochastic_log_q_and_labels_an_estimated_one():
+    system = get_system("gmm40")
+    x = system.sample(200, generator=torch.Generator().manual_seed(0)).numpy()
+    log_q = system.log_prob(torch.as_tensor(x)).numpy()
+    x_test = system.sample(50, generator=torch.Generator().manual_seed(1))
+    cheap = {"bootstrap_reps": 10}
+    with pytest.raises(ValueError, match="stochastic.*importance weights"):
+        evaluate_samples(system, {"x": x, "log_q": log_q, "density": "stochastic"}, x_test, settings=cheap)
+    # files written before the density field existed say exact: false for a Hutchinson log q
+    with pytest.raises(ValueError, match="stochastic"):
+        evaluate_samples(system, {"x": x, "log_q": log_q, "exact": False}, x_test, settings=cheap)
+    metrics, _ = evaluate_samples(
+        system, {"x": x, "log_q": log_q, "density": "estimate", "density_k": 20}, x_test, settings=cheap
+    )
+    assert metrics["log_q_density"] == "estimate" and metrics["log_q_k"] == 20
+    exact, _ = evaluate_samples(system, {"x": x, "log_q": log_q, "density": "exact"}, x_test, settings=cheap)
+    assert exact["log_q_density"] == "exact" and exact["log_q_k"] is None

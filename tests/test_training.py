@@ -321,3 +321,164 @@ def test_short_dw4_training_lowers_validation_nll(dw4_data, tmp_path):
     print("val NLL", vals, "prior NLL", prior_nll)
     assert vals[-1] < prior_nll - 1.0, (vals, prior_nll)
     assert vals[-1] <= vals[0] + 0.05
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def _run_with_crash(settings, data, run_dir, crash_step, loss="fm", model="egnn"):
+    class Crash(RuntimeError):
+        pass
+
+    def crash(step, flow, value):
+        if step == crash_step:
+            raise Crash("simulated interruption")
+
+    with pytest.raises(Crash):
+        train_run("dw4", model, loss, 3, settings, data, run_dir, callback=crash)
+
+
+def test_rerun_of_a_finished_run_delivers_its_best_weights(dw4_data, tmp_path):
+    """Snakemake deletes model.pt before re-running a job: the rerun must deliver the best
+    weights from the checkpoint again, without training (before, it saved the final ones)."""
+    settings = _settings(steps=12, checkpoint_every=4, val_every=4, val_size=64, lr=0.1)
+    train_run("dw4", "egnn", "fm", 3, settings, dw4_data, tmp_path)
+    first = torch.load(tmp_path / "model.pt", weights_only=False)
+    rows = list(csv.DictReader(open(tmp_path / "train.csv")))
+    vals = {int(r["step"]): float(r["val_nll"]) for r in rows if r["val_nll"]}
+    best_step = min(vals, key=vals.get)
+    assert best_step < 12, f"setup must make the best step differ from the last one: {vals}"
+    assert first["step"] == best_step and first["val_nll"] == pytest.approx(vals[best_step])
+    (tmp_path / "model.pt").unlink()
+    seen = []
+    train_run("dw4", "egnn", "fm", 3, settings, dw4_data, tmp_path, callback=lambda *a: seen.append(a))
+    assert seen == []
+    again = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert again["step"] == best_step
+    for k, v in first["state_dict"].items():
+        assert torch.equal(v, again["state_dict"][k]), k
+
+
+def test_resume_with_validation_restores_the_best_model_and_score(dw4_data, tmp_path):
+    settings = _settings(steps=12, checkpoint_every=4, val_every=4, val_size=64, lr=0.1)
+    full = tmp_path / "full"
+    summary = train_run("dw4", "egnn", "fm", 3, settings, dw4_data, full)
+    part = tmp_path / "part"
+    _run_with_crash(settings, dw4_data, part, crash_step=10)  # after validations at 4 and 8
+    resumed = train_run("dw4", "egnn", "fm", 3, settings, dw4_data, part)
+    assert resumed["best_val_nll"] == summary["best_val_nll"]
+    assert resumed["best_step"] == summary["best_step"]
+    a = torch.load(full / "model.pt", weights_only=False)
+    b = torch.load(part / "model.pt", weights_only=False)
+    assert a["step"] == b["step"] and a["val_nll"] == b["val_nll"]
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
+def test_only_result_changing_settings_invalidate_a_checkpoint(dw4_data, tmp_path):
+    settings = _settings(steps=12, checkpoint_every=4)
+    _run_with_crash(settings, dw4_data, tmp_path, crash_step=6)
+    cosmetic = _settings(steps=12, checkpoint_every=3, num_threads=1, progress=True)
+    seen = []
+    train_run("dw4", "egnn", "fm", 3, cosmetic, dw4_data, tmp_path, callback=lambda s, f, v: seen.append(s))
+    assert seen == list(range(5, 13))  # resumed after the step-4 checkpoint
+    assert not list(tmp_path.glob("checkpoint.stale-*.pt"))
+
+
+def test_nan_gradient_guard_names_the_step_and_keeps_the_checkpoint(dw4_data, tmp_path):
+    def poison_gradient(step, flow, value):
+        if step == 2:
+            next(flow.field.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
+
+    with pytest.raises(TrainingDivergedError, match=r"non-finite gradient norm nan at step 3"):
+        train_run("dw4", "egnn", "fm", 0, _settings(steps=10, checkpoint_every=2), dw4_data,
+                  tmp_path, callback=poison_gradient)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+# ----------------------------------------------------------------------------- ml, solvers
+
+
+def test_fixed_step_ml_and_validation_solvers_take_their_steps(dw4_data):
+    from eqbg.settings import resolve
+    from eqbg.training.loop import _val_nll
+
+    with pytest.raises(SettingsError, match="ml_method.*n_steps"):
+        resolve(TrainingSettings, {"ml_method": "rk4"}, "training")
+    with pytest.raises(SettingsError, match="val_method.*n_steps"):
+        resolve(TrainingSettings, {"val_method": "euler"}, "training")
+    ts = resolve(
+        TrainingSettings,
+        {"ml_method": "rk4", "ml_n_steps": 3, "val_method": "euler", "val_n_steps": 5},
+        "training",
+    )
+    dw4 = get_system("dw4")
+    torch.manual_seed(0)
+    flow = build_flow(dw4, TINY_MODEL, {})
+    x = remove_mean(torch.randn(8, 4, 2))
+    build_loss("ml", ts, dw4)(flow, x, generator=torch.Generator().manual_seed(0))
+    assert flow.last_nfe == 4 * 3  # rk4: 4 evaluations per step
+    _val_nll(flow, x, ts, torch.Generator().manual_seed(0))
+    assert flow.last_nfe == 5
+
+
+def test_ml_uses_the_closed_form_divergence_of_the_kernel_flow():
+    """Maximum likelihood with a closed-form divergence is exact: the loss equals the exact
+    NLL of the same solver, with no probe noise (before, training always used Hutchinson)."""
+    from eqbg.losses import use_exact_divergence
+
+    dw4, lj13 = get_system("dw4"), get_system("lj13")
+    ts = TrainingSettings(ml_atol=1e-6, ml_rtol=1e-6)
+    torch.manual_seed(0)
+    kernel = build_flow(dw4, {"name": "kernel", "n_rbf": 8, "init_scale": 0.3}, {}).double()
+    egnn = build_flow(lj13, {"hidden": 8, "n_layers": 1}, {})
+    assert use_exact_divergence(kernel, "auto", 0)
+    assert not use_exact_divergence(egnn, "auto", ts.ml_exact_max_dim)  # 36 > 2 dimensions
+    assert use_exact_divergence(egnn, "exact", 0) and not use_exact_divergence(kernel, "hutchinson", 99)
+    x = remove_mean(2.0 * torch.randn(16, 4, 2, dtype=torch.float64))
+    objective = build_loss("ml", ts, dw4)
+    values = [float(objective(kernel, x, generator=torch.Generator().manual_seed(s)).detach()) for s in (0, 1)]
+    exact = float(-kernel.log_prob(x, solver=ts.ml_solver).mean())
+    assert values[0] == values[1] == pytest.approx(exact, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_maximum_likelihood_training_lowers_validation_nll(dw4_data, tmp_path):
+    settings = {
+        "model": {"name": "kernel", "n_rbf": 16, "r_max": 8.0},
+        "training": {
+            "steps": 40, "batch_size": 64, "lr": 2e-2, "val_every": 20, "val_size": 128,
+            "checkpoint_every": 40, "ml_atol": 1e-3, "ml_rtol": 1e-3, "progress": False,
+            "device": "cpu",
+        },
+    }
+    train_run("dw4", "kernel", "ml", 0, settings, dw4_data, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "train.csv")))
+    vals = [float(r["val_nll"]) for r in rows if r["val_nll"]]
+    from eqbg.data import load_dataset
+
+    val = load_dataset(dw4_data / "val.npz", "dw4", "val")
+    sel = torch.randperm(len(val), generator=torch.Generator().manual_seed(1))[:128]
+    flow0 = build_flow(get_system("dw4"), settings["model"], {})
+    prior_nll = float(-flow0.prior.log_prob(val[sel].double()).mean())
+    # the kernel field starts at zero (init_scale 0): the prior's NLL is the starting point
+    assert vals[-1] < prior_nll - 1.0, (vals, prior_nll)
+    assert all(r["energy_evals"] == "0" for r in rows)
+
+
+def test_reverse_kl_trains_from_the_energy_alone_and_counts_its_evaluations(tmp_path):
+    settings = {
+        "model": {"name": "kernel", "n_rbf": 8, "r_max": 8.0},
+        "training": {"steps": 30, "batch_size": 32, "lr": 3e-2, "val_every": 0,
+                     "checkpoint_every": 10, "progress": False, "device": "cpu"},
+    }
+    summary = train_run("dw4", "kernel", "kl", 0, settings, None, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "train.csv")))
+    assert [int(r["energy_evals"]) for r in rows] == [32] * 30
+    assert [int(r["n_energy_evals"]) for r in rows] == [32 * (i + 1) for i in range(30)]
+    assert summary["n_energy_evals"] == 960 and summary["n_train"] is None
+    losses = [float(r["loss"]) for r in rows]
+    # the loss is KL(q || p) - log Z: it must fall from the prior's value
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses

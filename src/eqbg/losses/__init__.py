@@ -1,6 +1,7 @@
 """Training objectives, one object each, in one registry (:mod:`eqbg.losses.registry`, the one
 place where a new loss is registered): maximum likelihood (``ml``) and flow matching with
-independent (``fm``), minibatch-OT (``otfm``) and equivariant-OT (``eqotfm``) couplings."""
+independent (``fm``), minibatch-OT (``otfm``) and equivariant-OT (``eqotfm``) couplings, and
+the reverse KL divergence from the target energy alone (``kl``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from eqbg.losses.flow_matching import (
     flow_matching_loss,
 )
 from eqbg.losses.maximum_likelihood import MaximumLikelihood, use_exact_divergence
+from eqbg.losses.reverse_kl import ReverseKL
 from eqbg.losses.registry import LOSSES, LossSpec, build_loss, loss_needs_data, register_loss
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "flow_matching_loss",
     "MaximumLikelihood",
     "use_exact_divergence",
+    "ReverseKL",
     "LOSSES",
     "LossSpec",
     "build_loss",

@@ -22,6 +22,7 @@ from eqbg.losses.flow_matching import (
     OTCoupling,
 )
 from eqbg.losses.maximum_likelihood import MaximumLikelihood
+from eqbg.losses.reverse_kl import ReverseKL
 from eqbg.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -71,6 +72,10 @@ register_loss(
     "flow matching, minibatch optimal-transport coupling",
 )
 register_loss("eqotfm", FlowMatching, _eqot, "flow matching, equivariant optimal-transport coupling")
+register_loss(
+    "kl", ReverseKL, lambda ts, system: ReverseKL(system.energy, ts.batch_size),
+    "reverse KL from the target energy alone (no data)",
+)
 
 
 def _spec(name: str) -> LossSpec:
