@@ -699,6 +699,8 @@ def test_weighted_wasserstein_matches_pot(sizes, p):
 
 
 def test_evaluation_refuses_a_stochastic_log_q_and_labels_an_estimated_one():
+    from eqbg.systems import get_system
+
     system = get_system("gmm40")
     x = system.sample(200, generator=torch.Generator().manual_seed(0)).numpy()
     log_q = system.log_prob(torch.as_tensor(x)).numpy()
