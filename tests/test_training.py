@@ -271,7 +271,7 @@ def test_outputs_and_sample_run(dw4_data, tmp_path):
     flow, config = load_flow(tmp_path)
     assert config["loss"] == "otfm"
     out = tmp_path / "samples.npz"
-    info = sample_run(tmp_path, 16, {"atol": 1e-6, "rtol": 1e-6, "dtype": "float64"}, out, 5)
+    info = sample_run(tmp_path, 16, {"atol": 1e-6, "rtol": 1e-6, "dtype": "float64", "device": "cpu"}, out, 5)
     with np.load(out) as f:
         x, log_q = f["x"], f["log_q"]
         assert x.shape == (16, 4, 2) and log_q.shape == (16,)
@@ -284,12 +284,12 @@ def test_outputs_and_sample_run(dw4_data, tmp_path):
     assert np.allclose(back, log_q, atol=1e-3)
     # same seed, same samples
     sample_run(
-        tmp_path, 16, {"atol": 1e-6, "rtol": 1e-6, "dtype": "float64"}, tmp_path / "again.npz", 5
+        tmp_path, 16, {"atol": 1e-6, "rtol": 1e-6, "dtype": "float64", "device": "cpu"}, tmp_path / "again.npz", 5
     )
     with np.load(tmp_path / "again.npz") as f:
         assert np.array_equal(f["x"], x)
     with pytest.raises(SettingsError, match="unknown sampling setting"):
-        sample_run(tmp_path, 4, {"tolerance": 1e-3}, out, 0)
+        sample_run(tmp_path, 4, {"tolerance": 1e-3, "device": "cpu"}, out, 0)
 
 
 @pytest.mark.slow
@@ -305,6 +305,7 @@ def test_short_dw4_training_lowers_validation_nll(dw4_data, tmp_path):
             "val_size": 200,
             "checkpoint_every": 120,
             "progress": False,
+            "device": "cpu",
         },
     }
     train_run("dw4", "egnn", "eqotfm", 0, settings, dw4_data, tmp_path)
