@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from eqbg.evaluation import common_bins, density_histogram, ramachandran_histogram
-from eqbg.io import save_npz
+from eqbg.io import save_npz, write_json
 from eqbg.plots import figure_kinds, make_figures, save_figure, training_curves_plot
 
 METHODS = [("egnn", "ml"), ("egnn", "eqotfm")]
@@ -41,6 +41,7 @@ def _write_run(root: Path, system: str, model: str, loss: str, seed: int, rng) -
         for kind in ("data", "flow", "reweighted"):
             arrays[f"rama_hist_{kind}"] = ramachandran_histogram(phi, psi, bins=32)[0]
     save_npz(run / "eval.npz", **arrays)
+    write_json(run / "config.json", {"system": system, "model": model, "loss": loss, "variant": None, "seed": seed})
     steps = np.arange(0, 200, 10)
     pd.DataFrame({
         "step": steps, "loss": 5.0 * np.exp(-steps / 80) + 0.1 * rng.random(steps.size), "lr": 1e-3,

@@ -60,6 +60,9 @@ rule plot:
         curves=lambda wc: [
             f"results/runs/{run.path}/train.csv" for run in runs_of(wc.system)
         ],
+        configs=lambda wc: [
+            f"results/runs/{run.path}/config.json" for run in runs_of(wc.system)
+        ],
     output:
         figures=report(
             directory("results/figures/{system}"),

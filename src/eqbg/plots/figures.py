@@ -370,21 +370,22 @@ def load_eval_npz(path: str | Path) -> dict[str, Any]:
 
 def load_training_curves(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate ``train.csv`` files, adding ``system``, ``model``, ``loss_name``, ``seed``
-    (string) and ``method`` from the run-folder layout
-    ``.../{system}/{model}/{loss}/seed{seed}/train.csv`` (``loss`` keeps the curve's values)."""
+    (string) and ``method`` from the run's identity in the ``config.json`` beside each file
+    (``loss`` keeps the curve's values)."""
     from eqbg.evaluation.run import run_identifiers
+    from eqbg.io import read_json
 
     frames = []
     for path in paths:
         path = Path(path)
         df = pd.read_csv(path)
-        ident = run_identifiers(path.parent)
+        ident = run_identifiers(read_json(path.parent / "config.json"))
         # "loss" is the curve's loss *value*; the run's loss name goes to "loss_name"
-        df["system"] = ident.get("system", "?")
-        df["model"] = ident.get("model", "?")
-        df["loss_name"] = ident.get("loss", "?")
-        df["seed"] = str(ident.get("seed", "?"))
-        df["method"] = method_label(ident.get("model", "?"), ident.get("loss", "?"))
+        df["system"] = ident["system"]
+        df["model"] = ident["model"]
+        df["loss_name"] = ident["loss"]
+        df["seed"] = str(ident["seed"])
+        df["method"] = method_label(ident["model"], ident["loss"])
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
