@@ -185,3 +185,29 @@ def test_front_page_without_a_headline_says_so(tmp_path, monkeypatch):
     assert "<table" in html  # the papers table only
     assert "headline table is not part of this report" in html
     assert "showCategory" not in html
+
+
+def test_variants_are_their_own_rows_and_a_column_of_the_tables(tmp_path):
+    """Runs of one model and loss in two variants (e.g. training-set sizes) are two methods,
+    not seeds of one; runs without a variant keep an empty cell (also after a CSV round trip,
+    where the empty string reads back as NaN)."""
+    rows = [
+        _run("dw4", "egnn", "ml", 0, 0.2, variant="n100"),
+        _run("dw4", "egnn", "ml", 1, 0.4, variant="n100"),
+        _run("dw4", "egnn", "ml", 0, 0.7, variant="n1000"),
+        _run("dw4", "egnn", "fm", 0, 0.5, variant=None),
+    ]
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    runs = pd.read_csv(path)
+    table = headline_table(runs)
+    got = {(r["loss"], r["variant"]): (r["n_seeds"], r["ess_mean"]) for _, r in table.iterrows()}
+    assert got == {("fm", ""): (1, 0.5), ("ml", "n100"): (2, pytest.approx(0.3)), ("ml", "n1000"): (1, 0.7)}
+    assert "variant" in headline_display(table)
+    published = pd.DataFrame(columns=["system", "metric", "model", "loss", "value", "value_low", "value_high",
+                                      "convention", "verified", "paper", "table", "method", "setting", "source"])
+    display, _ = system_table(runs, "dw4", published)
+    assert sorted(display["variant"]) == ["", "n100", "n1000"]
+    # a grid without variants shows no variant column
+    plain, _ = system_table(runs[runs["loss"] == "fm"], "dw4", published)
+    assert "variant" not in plain

@@ -83,13 +83,28 @@ def collect_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
         raise ValueError("collect_metrics: no metrics files given")
     df = pd.DataFrame(rows)
     for col in df.columns:
-        if col in ("system", "model", "loss", "nll_convention", "metrics_path", "run_dir"):
+        if col in ("system", "model", "loss", "variant", "nll_convention", "log_q_density", "metrics_path", "run_dir"):
             continue
         converted = pd.to_numeric(df[col], errors="coerce")
         if converted.notna().sum() >= df[col].notna().sum():
             df[col] = converted
-    sort_cols = [c for c in ("system", "model", "loss", "seed") if c in df]
+    df = with_variant(df)
+    sort_cols = [c for c in ("system", *METHOD_KEYS, "seed") if c in df]
     return df.sort_values(sort_cols).reset_index(drop=True)
+
+
+#: What identifies a method in the tables (seeds of a method are averaged): ``variant`` is ""
+#: for runs without one.
+METHOD_KEYS = ("model", "loss", "variant")
+
+
+def with_variant(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a string ``variant`` column ("" where a run has none; CSV files read the
+    empty string back as NaN)."""
+    df = df.copy()
+    variant = df["variant"] if "variant" in df else pd.Series("", index=df.index)
+    df["variant"] = variant.astype(object).where(variant.notna(), "").astype(str)
+    return df
 
 
 def load_published(path: str | Path) -> pd.DataFrame:
@@ -117,12 +132,12 @@ def _fmt(x: float, digits: int = 4) -> str:
 
 
 def mean_sem_table(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Per ``(model, loss)``: ``n_seeds`` and, for each metric, columns ``{m}_mean`` and
-    ``{m}_sem`` (sd with ddof=1 over seeds / sqrt(n); NaN for one seed).  Non-finite values
+    """Per ``(model, loss, variant)``: ``n_seeds`` and, for each metric, columns ``{m}_mean``
+    and ``{m}_sem`` (sd with ddof=1 over seeds / sqrt(n); NaN for one seed).  Non-finite values
     (e.g. a failed NLL) are excluded from mean and sem and counted in ``{m}_n``."""
     rows = []
-    for (model, loss), group in df.groupby(["model", "loss"], sort=True):
-        row = {"model": model, "loss": loss, "n_seeds": int(len(group))}
+    for (model, loss, variant), group in with_variant(df).groupby(list(METHOD_KEYS), sort=True):
+        row = {"model": model, "loss": loss, "variant": variant, "n_seeds": int(len(group))}
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce").to_numpy(dtype=float) if m in group else np.array([])
             values = values[np.isfinite(values)]
@@ -178,7 +193,10 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
     metrics = [m for m in TABLE_METRICS if m in sub and pd.to_numeric(sub[m], errors="coerce").notna().any()]
     stats = mean_sem_table(sub, metrics)
     pub = _published_for(published, system)
-    out = pd.DataFrame({"model": stats["model"], "loss": stats["loss"], "n seeds": stats["n_seeds"]})
+    out = pd.DataFrame({"model": stats["model"], "loss": stats["loss"]})
+    if (stats["variant"] != "").any():
+        out["variant"] = stats["variant"]
+    out["n seeds"] = stats["n_seeds"]
     for m in metrics:
         out[TABLE_METRICS[m]] = [
             _mean_sem_cell(r[f"{m}_mean"], r[f"{m}_sem"], r[f"{m}_n"], r["n_seeds"]) for _, r in stats.iterrows()
@@ -346,12 +364,16 @@ def headline_table(runs: pd.DataFrame) -> pd.DataFrame:
     for system, sub in runs.groupby("system", sort=True):
         stats = mean_sem_table(sub, ["ess", *HEADLINE_METRICS])
         for _, stat in stats.iterrows():
-            group = sub[(sub["model"] == stat["model"]) & (sub["loss"] == stat["loss"])]
+            group = sub[
+                (sub["model"] == stat["model"]) & (sub["loss"] == stat["loss"])
+                & (with_variant(sub)["variant"] == stat["variant"])
+            ]
             finite = np.isfinite(_numeric(group, "ess"))
             low, high = _numeric(group, "ess_ci_low")[finite], _numeric(group, "ess_ci_high")[finite]
             n, level = _numeric(group, "ess_n")[finite], _numeric(group, "ess_ci_level")[finite]
             levels = {float(x) for x in level[np.isfinite(level)]}
-            row = {"system": system, "model": stat["model"], "loss": stat["loss"], "n_seeds": stat["n_seeds"]}
+            row = {"system": system, "model": stat["model"], "loss": stat["loss"],
+                   "variant": stat["variant"], "n_seeds": stat["n_seeds"]}
             row.update(
                 n_samples=_finite_extreme(n, np.min),
                 n_samples_max=_finite_extreme(n, np.max),
@@ -388,8 +410,10 @@ def headline_display(table: pd.DataFrame) -> pd.DataFrame:
     """
     levels = set(table["ess_ci_level"].dropna())
     ess_label = f"ESS [{levels.pop():.0%} interval]" if len(levels) == 1 else "ESS [interval]"
-    out = pd.DataFrame({"system": table["system"], "model": table["model"], "loss": table["loss"],
-                        "seeds": table["n_seeds"].astype(int)})
+    out = pd.DataFrame({"system": table["system"], "model": table["model"], "loss": table["loss"]})
+    if "variant" in table and (with_variant(table)["variant"] != "").any():
+        out["variant"] = with_variant(table)["variant"]
+    out["seeds"] = table["n_seeds"].astype(int)
     ess_cells = []
     for _, r in table.iterrows():
         cell = _mean_sem_cell(r["ess_mean"], r["ess_sem"], r["ess_n_seeds"], r["n_seeds"])

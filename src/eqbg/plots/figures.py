@@ -58,9 +58,10 @@ def _style():
     return sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1)
 
 
-def method_label(model: Any, loss: Any) -> str:
-    """``"model/loss"``, the label every figure uses for a training method."""
-    return f"{model}/{loss}"
+def method_label(model: Any, loss: Any, variant: Any = None) -> str:
+    """``"model/loss[/variant]"``, the label every figure uses for a training method."""
+    variant = "" if variant is None or (isinstance(variant, float) and math.isnan(variant)) else str(variant)
+    return f"{model}/{loss}/{variant}" if variant else f"{model}/{loss}"
 
 
 def _empty(fig_title: str, message: str) -> plt.Figure:
@@ -103,7 +104,7 @@ def _hist_frame(evals: Sequence[Mapping[str, Any]], prefix: str) -> pd.DataFrame
                         "x": centres,
                         "density": np.asarray(ev[key], dtype=float),
                         "samples": kind,
-                        "method": method_label(ev.get("model"), ev.get("loss")),
+                        "method": method_label(ev.get("model"), ev.get("loss"), ev.get("variant")),
                         "seed": str(ev.get("seed")),
                     }
                 )
@@ -150,7 +151,8 @@ def distance_histograms(evals: Sequence[Mapping[str, Any]], system: str) -> plt.
 
 def _with_method(metrics: pd.DataFrame) -> pd.DataFrame:
     df = metrics.copy()
-    df["method"] = [method_label(m, l) for m, l in zip(df["model"], df["loss"])]
+    variants = df["variant"] if "variant" in df else [None] * len(df)
+    df["method"] = [method_label(m, l, v) for m, l, v in zip(df["model"], df["loss"], variants)]
     return df.sort_values(["method", "seed"] if "seed" in df else ["method"])
 
 
@@ -326,7 +328,7 @@ def ramachandran_plot(evals: Sequence[Mapping[str, Any]], system: str = "aldp") 
     chosen: dict[str, Mapping[str, Any]] = {}
     for ev in sorted(evals, key=lambda e: str(e.get("seed"))):
         if "rama_hist_data" in ev:
-            chosen.setdefault(method_label(ev.get("model"), ev.get("loss")), ev)
+            chosen.setdefault(method_label(ev.get("model"), ev.get("loss"), ev.get("variant")), ev)
     if not chosen:
         return _empty(title, "no dihedral data")
     axes_style, context = _style()
@@ -385,7 +387,7 @@ def load_training_curves(paths: Iterable[str | Path]) -> pd.DataFrame:
         df["model"] = ident["model"]
         df["loss_name"] = ident["loss"]
         df["seed"] = str(ident["seed"])
-        df["method"] = method_label(ident["model"], ident["loss"])
+        df["method"] = method_label(ident["model"], ident["loss"], ident["variant"])
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
