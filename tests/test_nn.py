@@ -141,3 +141,88 @@ def test_kernel_closed_form_divergence_matches_jacobian(d: int) -> None:
         torch.testing.assert_close(div[b], sub, atol=1e-10, rtol=1e-9)
         torch.testing.assert_close(full, sub, atol=1e-10, rtol=1e-9)
     assert div.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_kernel_closed_form_divergence_matches_jacobian_in_float32(d: int) -> None:
+    """The divergence maximum-likelihood training uses, in the training dtype."""
+    n, B = 4, 3
+    f = make_kernel(n, d).float()
+    x = _x(B, n, d, seed=6).float()
+    t = torch.tensor(0.61)
+    _, div = f.forward_and_divergence(t, x)
+    for b in range(B):
+        J = torch.autograd.functional.jacobian(lambda y: f(t, y[None])[0], x[b]).reshape(n * d, n * d)
+        torch.testing.assert_close(div[b], torch.trace(J), atol=1e-4, rtol=1e-4)
+    assert div.dtype == torch.float32 and div.abs().max() > 1e-3
+
+
+def _equivariance_error(f, n: int, d: int, seed: int) -> float:
+    """Relative ``|f(R x P) - R f(x) P|`` over random rotations ``R`` and permutations ``P``."""
+    g = torch.Generator().manual_seed(seed)
+    x = _x(8, n, d, seed=seed)
+    t = torch.full((8,), 0.4, dtype=x.dtype)
+    R = random_orthogonal(d, g, reflect=False).to(x.dtype)
+    perm = torch.randperm(n, generator=g)
+    with torch.no_grad():
+        v = f(t, x)
+        moved = f(t, (x @ R.T)[:, perm])
+    return float((moved - (v @ R.T)[:, perm]).norm() / v.norm())
+
+
+def test_mlp_field_is_not_equivariant_and_augmentation_does_not_make_it_so():
+    from eqbg.nn import MLPField
+    from eqbg.training.augmentation import augment_batch
+
+    n, d = 4, 2
+    torch.manual_seed(0)
+    mlp = MLPField(n, d, hidden=32, n_layers=2).double()
+    with torch.no_grad():
+        mlp.net[-1].weight.normal_(0, 0.3)
+    kernel = make_kernel(n, d)
+    assert _equivariance_error(kernel, n, d, seed=1) < 1e-10
+    assert _equivariance_error(mlp, n, d, seed=1) > 0.1
+    # Train the MLP to regress a known equivariant target (the kernel field) on augmented
+    # data: it gets closer but stays measurably non-equivariant.
+    before = _equivariance_error(mlp, n, d, seed=2)
+    opt = torch.optim.Adam(mlp.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    types = torch.zeros(n, dtype=torch.long)
+    for _ in range(300):
+        x = augment_batch(_x(64, n, d, seed=int(torch.randint(0, 10**6, (1,), generator=g))), types, g)
+        t = torch.rand(64, dtype=torch.float64, generator=g)
+        with torch.no_grad():
+            target = kernel(t, x)
+        opt.zero_grad()
+        (mlp(t, x) - target).pow(2).mean().backward()
+        opt.step()
+    after = _equivariance_error(mlp, n, d, seed=2)
+    assert after < before and after > 1e-3, (before, after)
+    # the CoM projection holds exactly: translations are the one symmetry it has
+    x = _x(8, n, d)
+    torch.testing.assert_close(mlp(0.3, x).sum(1), torch.zeros(8, d, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_augmentation_keeps_energies_centre_and_types():
+    from eqbg.systems import get_system
+    from eqbg.training.augmentation import augment_batch
+
+    dw4 = get_system("dw4")
+    x = _x(256, 4, 2, seed=3) * 2
+    types = torch.tensor([0, 0, 1, 1])
+    y = augment_batch(x, types, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(dw4.energy(y), dw4.energy(x))
+    torch.testing.assert_close(y.mean(1), torch.zeros(256, 2, dtype=torch.float64), atol=1e-12, rtol=0)
+    # particles move only within their type: the multiset of distances to the CoM per type holds
+    for t in (0, 1):
+        r_x = x[:, types == t].norm(dim=-1).sort(dim=1).values
+        r_y = y[:, types == t].norm(dim=-1).sort(dim=1).values
+        torch.testing.assert_close(r_x, r_y)
+    # the rotations are random: the first particle's direction is spread over the circle
+    angles = torch.atan2(y[:, 0, 1], y[:, 0, 0])
+    assert abs(float(torch.cos(angles).mean())) < 0.15 and abs(float(torch.sin(angles).mean())) < 0.15
+    assert not torch.allclose(y, x)
+    # and the labels are shuffled: the distance matrix is unchanged only where the drawn
+    # permutation was the identity (probability 1/4 with two pairs of equal type)
+    same = torch.isclose(torch.cdist(x, x), torch.cdist(y, y), atol=1e-9).flatten(1).all(1)
+    assert 0.1 < float(same.double().mean()) < 0.45

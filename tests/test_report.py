@@ -211,3 +211,33 @@ def test_variants_are_their_own_rows_and_a_column_of_the_tables(tmp_path):
     # a grid without variants shows no variant column
     plain, _ = system_table(runs[runs["loss"] == "fm"], "dw4", published)
     assert "variant" not in plain
+
+
+def test_training_size_table_and_figure_carry_the_size_beside_published_values():
+    from eqbg.evaluation.tables import load_published, training_size_table
+    from eqbg.plots.figures import training_size_plot
+
+    rows = []
+    for n_train, nlls in ((100, (8.6, 8.8)), (1000, (8.0, 8.2)), (10000, (7.6, 7.7))):
+        for seed, nll in enumerate(nlls):
+            rows.append(_run("dw4", "egnn", "ml", seed, 0.3, nll=nll, variant=f"n{n_train}",
+                             n_train=n_train, n_train_setting=n_train))
+    rows.append(_run("dw4", "egnn", "fm", 0, 0.5, n_train=10000, n_train_setting=float("nan")))
+    runs = pd.DataFrame(rows)
+    published = load_published(ROOT / "workflow" / "resources" / "published.csv")
+    table = training_size_table(runs, "dw4", published)
+    assert table["n train"].tolist() == [100, 1000, 10000]  # the fm run asked for no size
+    assert table["seeds"].tolist() == [2, 2, 2]
+    assert table["NLL (eqbg)"].iloc[0].startswith("8.7 ±")
+    # EFM convention drops the prior normaliser: (n-1)d/2 log(2 pi) = 5.514 nats for DW4
+    assert table["NLL (EFM conv.)"].iloc[0].startswith("3.186")
+    # E-NF's published DW4 values (same convention as ours) sit beside their sizes, flagged
+    assert "8.31†" in table["published NLL (eqbg)"].iloc[0]
+    assert "2.796†" in table["published NLL (EFM conv.)"].iloc[0]
+    fig = training_size_plot(runs, "dw4")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    (line,) = ax.get_lines()[:1]
+    assert list(line.get_xdata()) == [100, 1000, 10000]
+    assert list(line.get_ydata()) == pytest.approx([8.7, 8.1, 7.65])
+    assert "no training-set-size" not in " ".join(t.get_text() for t in ax.texts)

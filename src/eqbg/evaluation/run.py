@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "mean_energy_reweighted", "mean_energy_reweighted_err",
     "sampling_wall_time_s", "samples_per_s", "ess_per_s", "nfe", "nfe_total", "path_length",
     "energy_eval_time_s", "flow_energy_time_s", "n_energy_evals_eval", "n_energy_evals_train",
-    "train_time_s", "train_steps", "final_val_nll",
+    "train_time_s", "train_steps", "final_val_nll", "n_train", "n_train_setting",
 )
 
 #: Arrays in eval.npz (figures regenerate from these without the model).  Always:
@@ -548,8 +549,16 @@ def evaluate_run(
     sys_obj = get_system(system, **system_options)
 
     samples_path = Path(samples_path) if samples_path else run_dir / "samples.npz"
-    with np.load(samples_path, allow_pickle=False) as f:
-        samples = {k: f[k] for k in f.files}
+    if not samples_path.is_file():
+        raise FileNotFoundError(f"{samples_path}: samples file not found")
+    try:
+        with np.load(samples_path, allow_pickle=False) as f:
+            samples = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{samples_path}: samples file is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            "delete it to sample again"
+        ) from exc
     x_test = load_dataset(data_dir / "test.npz", system=sys_obj, split="test")
 
     flow = None
@@ -571,6 +580,10 @@ def evaluate_run(
         sys_obj, samples, x_test, flow=flow, settings=cfg, loss=ident.get("loss"), train_curve=curve
     )
     metrics.update(ident)
+    # training-set size: the configurations the run trained on, and the n_train it asked for
+    # (None: all of them); the training-set-size study plots NLL against the former
+    metrics["n_train"] = config.get("n_train")
+    metrics["n_train_setting"] = (config.get("training") or {}).get("n_train")
     metrics["run_dir"] = str(run_dir)
     metrics["provenance"] = provenance(
         stage="evaluate",

@@ -246,6 +246,51 @@ FOOTNOTES = (
 )
 
 
+def training_size_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> pd.DataFrame:
+    """Test NLL against the number of training configurations (Satorras et al. 2021), in both
+    NLL conventions, beside the published values for the same size.
+
+    Uses the runs that asked for a training-set size (``n_train_setting`` set, e.g. the
+    variants of the training-set-size preset); one row per ``model x loss x n_train`` with
+    mean ± sem over seeds. Published values are matched on ``setting == "n_train=<n>"`` and
+    shown converted to the eqbg convention and in the EFM convention.
+
+    Returns:
+        The display table (empty when the system has no such runs).
+    """
+    if "n_train_setting" not in df or "nll" not in df:
+        return pd.DataFrame()
+    sub = df[(df["system"] == system) & pd.to_numeric(df["n_train_setting"], errors="coerce").notna()]
+    if sub.empty:
+        return pd.DataFrame()
+    dim = SYSTEM_DIMS[system]
+    pub = _published_for(published, system)
+    rows = []
+    for (model, loss, n_train), group in sub.groupby(["model", "loss", "n_train"], sort=True):
+        nll = pd.to_numeric(group["nll"], errors="coerce").to_numpy(dtype=float)
+        finite = nll[np.isfinite(nll)]
+        mean = float(finite.mean()) if finite.size else float("nan")
+        sem = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else float("nan")
+        efm = convert_nll(mean, dim, source="eqbg", target="efm") if math.isfinite(mean) else mean
+        match = pub[(pub["metric"] == "nll") & (pub["model"] == model)
+                    & ((pub["loss"] == loss) | (pub["loss"] == "*"))
+                    & (pub["setting"].astype(str) == f"n_train={int(n_train)}")]
+        published_eqbg = "; ".join(_published_value(p, system) for _, p in match.iterrows())
+        published_efm = "; ".join(
+            f"{_fmt(convert_nll(float(p['value']), dim, source=p['convention'] or 'eqbg', target='efm'))}"
+            f"{'' if p['verified'] else DAGGER} [{p['ref']}]"
+            for _, p in match.iterrows() if pd.notna(p["value"])
+        )
+        rows.append({
+            "model": model, "loss": loss, "n train": int(n_train), "seeds": int(len(group)),
+            "NLL (eqbg)": _mean_sem_cell(mean, sem, int(finite.size), int(len(group))),
+            "NLL (EFM conv.)": _fmt(efm) if not math.isfinite(sem) else f"{_fmt(efm)} ± {_fmt(sem, 2)}",
+            "published NLL (eqbg)": published_eqbg,
+            "published NLL (EFM conv.)": published_efm,
+        })
+    return pd.DataFrame(rows)
+
+
 def write_system_table(
     df: pd.DataFrame,
     system: str,
@@ -269,6 +314,13 @@ def write_system_table(
     table, refs = system_table(df, system, load_published(published_csv))
     md = [f"# {system}: evaluation summary\n", table.to_markdown(index=False), ""]
     md += [f"- {note}" for note in FOOTNOTES]
+    sizes = training_size_table(df, system, load_published(published_csv))
+    if len(sizes):
+        md += ["", "## NLL vs training-set size", "",
+               "Test NLL (nats per configuration) of the runs that trained on a given number of "
+               "configurations, model selection by validation NLL; published values converted "
+               "to each convention (the reference list gives them as reported).", "",
+               sizes.to_markdown(index=False)]
     if len(refs):
         md += ["", "## Published values", "", refs.to_markdown(index=False)]
     else:

@@ -29,6 +29,7 @@ from eqbg.settings import SettingsError, asdict, resolve, resolve_device, resolv
 __all__ = [
     "EGNNSettings",
     "KernelSettings",
+    "MLPSettings",
     "ModelSpec",
     "MODELS",
     "register_model",
@@ -119,6 +120,31 @@ def _build_kernel(system: Any, s: KernelSettings, ode: ODESettings) -> Flow:
     return _cnf(system, field, s.prior_scale, ode)
 
 
+@dataclass
+class MLPSettings:
+    """Non-equivariant baseline: an MLP vector field on the CoM-free coordinates in a CNF."""
+
+    name: str = "mlp"  #: registry name
+    prior_scale: float = 1.0  #: std of the (CoM-free) Gaussian prior
+    hidden: int = 128  #: width of every hidden layer
+    n_layers: int = 3  #: hidden layers
+    time_freqs: int = 0  #: sinusoidal time frequencies on top of the scalar t feature
+
+
+def _build_mlp(system: Any, s: MLPSettings, ode: ODESettings) -> Flow:
+    from eqbg.nn import MLPField
+
+    field = MLPField(
+        int(system.n_particles),
+        int(system.spatial_dim),
+        hidden=s.hidden,
+        n_layers=s.n_layers,
+        time_freqs=s.time_freqs,
+        com_free=bool(system.com_free),
+    )
+    return _cnf(system, field, s.prior_scale, ode)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered model: its settings dataclass and its builder."""
@@ -149,6 +175,7 @@ def register_model(
 
 register_model("egnn", EGNNSettings, _build_egnn)
 register_model("kernel", KernelSettings, _build_kernel)
+register_model("mlp", MLPSettings, _build_mlp)
 
 
 def resolve_model_settings(model_cfg: Mapping[str, Any] | None, name: str | None = None):
@@ -220,7 +247,10 @@ def load_flow(
         saved = torch.load(model_path, map_location="cpu", weights_only=False)
         state_dict, model_cfg = saved["state_dict"], saved["model"]
     except Exception as err:  # a truncated or foreign file: name it
-        raise ValueError(f"{model_path} is not a readable eqbg model file: {err}") from err
+        raise ValueError(
+            f"{model_path}: model file is truncated or corrupt, or not an eqbg model file "
+            f"({type(err).__name__}: {err}); delete it to train again"
+        ) from err
     ode_cfg = {**dict(saved.get("ode") or {}), **dict(ode or {})}
     sys_obj = get_system(saved["system"], **dict(saved.get("system_options") or {}))
     flow = build_flow(sys_obj, model_cfg, ode_cfg)

@@ -112,10 +112,12 @@ def random_rotation(
     batch: tuple[int, ...] = (),
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
 ) -> Tensor:
-    """Uniformly random proper rotations ``(*batch, d, d)`` (QR of a Gaussian, det fixed to +1)."""
+    """Uniformly random proper rotations ``(*batch, d, d)`` (QR of a Gaussian, det fixed to +1),
+    drawn on ``device`` (the generator's device)."""
     _check_dim(d)
-    a = torch.randn(*batch, d, d, generator=generator, dtype=dtype)
+    a = torch.randn(*batch, d, d, generator=generator, dtype=dtype, device=device)
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
     det = torch.linalg.det(q)

@@ -33,6 +33,7 @@ FIGURE_KINDS: tuple[str, ...] = (
     "training_curves",
     "path_length",
     "sampling_speed",
+    "training_size",
 )
 ALDP_FIGURE_KINDS: tuple[str, ...] = ("ramachandran",)
 FORMATS: tuple[str, ...] = ("png", "pdf")
@@ -216,6 +217,37 @@ def _scalar_plot(metrics: pd.DataFrame, column: str, system: str, title: str, yl
         for label in ax.get_xticklabels():
             label.set_ha("right")
         ax.set_title(f"{system}: {title}\n(bars: mean ± sem over seeds; dots: seeds)")
+        fig.tight_layout()
+    return fig
+
+
+def training_size_plot(metrics: pd.DataFrame, system: str) -> plt.Figure:
+    """Test NLL against the number of training configurations (Satorras et al. 2021): mean ±
+    sem over seeds per model/loss, for the runs that asked for a training-set size."""
+    title = f"{system}: NLL vs training-set size"
+    need = {"n_train_setting", "n_train", "nll"}
+    if metrics.empty or not need <= set(metrics):
+        return _empty(title, "no training-set-size runs")
+    df = metrics[pd.to_numeric(metrics["n_train_setting"], errors="coerce").notna()].copy()
+    df["nll"] = pd.to_numeric(df["nll"], errors="coerce")
+    df = df[np.isfinite(df["nll"])]
+    if df.empty:
+        return _empty(title, "no training-set-size runs")
+    df["method"] = [method_label(m, l) for m, l in zip(df["model"], df["loss"])]
+    axes_style, context = _style()
+    with axes_style, context:
+        fig, ax = plt.subplots(figsize=(5.0, 3.6))
+        palette = sns.color_palette("colorblind", n_colors=max(3, df["method"].nunique()))
+        for colour, (method, sub) in zip(palette, df.groupby("method", sort=True)):
+            stats = sub.groupby("n_train")["nll"].agg(["mean", "std", "count"]).reset_index()
+            sem = (stats["std"] / np.sqrt(stats["count"])).fillna(0.0)
+            ax.errorbar(stats["n_train"], stats["mean"], yerr=sem, fmt="o-", capsize=3,
+                        color=colour, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("training configurations")
+        ax.set_ylabel("test NLL (nats, eqbg convention)")
+        ax.legend(fontsize="small")
+        ax.set_title(f"{title}\n(mean ± sem over seeds)")
         fig.tight_layout()
     return fig
 
@@ -424,6 +456,7 @@ def make_figures(
         "training_curves": lambda: training_curves_plot(curves, system),
         "path_length": lambda: path_length_plot(metrics, system),
         "sampling_speed": lambda: sampling_speed_plot(metrics, system),
+        "training_size": lambda: training_size_plot(metrics, system),
         "ramachandran": lambda: ramachandran_plot(evals, system),
     }
     return {kind: save_figure(builders[kind](), out_dir / kind) for kind in figure_kinds(system)}

@@ -38,6 +38,7 @@ from eqbg.flows.base import Flow
 from eqbg.flows.registry import build_flow, model_settings_dict
 from eqbg.losses import build_loss
 from eqbg.settings import asdict, resolve_device, resolve_dtype
+from eqbg.training.augmentation import augment_batch
 from eqbg.training.settings import TrainingSettings, resolve_run_settings
 from eqbg.training.state import EMA, TrainingState, read_checkpoint, seed_everything
 
@@ -250,6 +251,8 @@ def train_run(
     flow.train()
     while state.step < ts.steps:
         batch = None if train_x is None else _next_batch(state, train_x, ts.batch_size)
+        if batch is not None and ts.augment:
+            batch = augment_batch(batch, sys_obj.atom_types, gen)
         optimizer.zero_grad(set_to_none=True)
         evals_before = objective.n_energy_evals
         value = objective(flow, batch, generator=gen)

@@ -39,6 +39,9 @@ class TrainingSettings:
     ema_decay: float | None = None  #: EMA of weights (e.g. 0.999); the EMA weights are saved
     sigma: float = 0.01  #: flow-matching noise: x_t = (1-t) x0 + t x1 + sigma * eps (EFM 0.01)
     n_train: int | None = None  #: use this many training samples (random subset; None: all)
+    #: rotate (proper rotations) and relabel (within atom types) every training configuration
+    #: at random each step: teaches a non-equivariant model the target's symmetries
+    augment: bool = False
     checkpoint_every: int = 500  #: write run_dir/checkpoint.pt every K steps (and at the end)
     val_every: int = 500  #: validation NLL every V steps (0: never; model.pt = final weights)
     val_size: int = 256  #: held-out val configurations used for the validation NLL
