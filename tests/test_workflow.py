@@ -132,3 +132,35 @@ def test_every_system_model_and_loss_in_the_schema_is_known_to_the_library():
     assert set(schema["$defs"]["system_name"]["enum"]) == set(KNOWN_SYSTEMS)
     assert set(schema["$defs"]["model_name"]["enum"]) == set(MODELS)
     assert set(schema["$defs"]["loss_name"]["enum"]) == set(LOSSES)
+
+
+def test_training_size_preset_expands_to_every_size_model_and_seed():
+    """The training-set-size study (Satorras et al. 2021) as run variants: 2 systems x 3 models
+    x 4 sizes x 3 seeds trainings, each in its variant's folder with its size and epochs."""
+    import re
+
+    result = snakemake("-n", "--configfile", "workflow/presets/training_size.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    models = re.findall(r"output: results/runs/([^ ]+)/model\.pt", out)
+    expected = {
+        f"{system}/{model}/ml/n{size}/seed{seed}"
+        for system, sizes in (("dw4", (100, 1000, 10000, 100000)), ("lj13", (10, 100, 1000, 10000)))
+        for model in ("egnn", "kernel", "mlp")
+        for size in sizes
+        for seed in (0, 1, 2)
+    }
+    assert set(models) == expected and len(models) == 72
+
+    from eqbg.pipeline import Run, train_params
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    preset = yaml.safe_load((ROOT / "workflow" / "presets" / "training_size.yaml").read_text())
+    from eqbg.pipeline import deep_merge
+
+    merged = deep_merge(config, preset)
+    for variant, n_train, steps in (("n100", 100, 1000), ("n100000", 100000, 6000)):
+        training = train_params(merged, Run("dw4", "kernel", "ml", 1, variant))["settings"]["training"]
+        assert (training["n_train"], training["steps"], training["batch_size"]) == (n_train, steps, 100)
+    lj = train_params(merged, Run("lj13", "egnn", "ml", 0, "n10"))["settings"]["training"]
+    assert (lj["n_train"], lj["batch_size"], lj["steps"]) == (10, 10, 500)
