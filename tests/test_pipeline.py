@@ -95,3 +95,51 @@ def test_whole_pipeline_ends_with_tables_figures_and_the_html_report(tmp_path):
     jobs = set(re.findall(r"^(?:local)?rule (\w+):", again.stdout + again.stderr, flags=re.M))
     assert {"plot", "table"} <= jobs
     assert not jobs & {"reference_data", "train", "sample", "evaluate"}, jobs
+
+    # --- A config edit never throws away a result it does not affect (reuses this run; see
+    # assert_config_edits_rerun_only_what_they_affect below). ---
+    assert_config_edits_rerun_only_what_they_affect(tmp_path)
+
+
+def assert_config_edits_rerun_only_what_they_affect(workdir: Path) -> None:
+    """Each rule's params hold only its own settings (eqbg.pipeline.train_params, sample_params,
+    evaluate_params), so Snakemake's params trigger re-runs the edited stage and what reads its
+    outputs, never an upstream one. Guards the bug where every rule got the whole resolved
+    settings and an edit of `sample:` re-trained every model. Dry runs on a finished tiny run."""
+    import copy
+    from collections import Counter
+
+    import yaml
+
+    tiny = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    report_chain = {"collect", "table", "plot", "headline", "html_report"}
+
+    def scheduled(edit) -> tuple[Counter[str], str]:
+        config = copy.deepcopy(tiny)
+        edit(config)
+        configfile = workdir / "edited.yaml"
+        # key order kept: Snakemake compares params by repr, so order counts (see test_grid.py)
+        configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+        result = run_snakemake(workdir, configfile, "--dry-run")
+        out = result.stdout + result.stderr
+        return Counter(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M)), out
+
+    # Sampling settings: both runs re-sample and re-evaluate, the report follows; no training.
+    jobs, out = scheduled(lambda c: c["defaults"]["sample"].update(n_samples=48))
+    assert jobs["sample"] == 2 and jobs["evaluate"] == 2, out
+    assert report_chain <= set(jobs), out
+    assert not set(jobs) & {"reference_data", "train"}, out
+    assert "Params have changed" in out, out
+
+    # Evaluation settings: only evaluation and the report.
+    jobs, out = scheduled(lambda c: c["defaults"]["evaluate"].update(bootstrap_reps=100))
+    assert jobs["evaluate"] == 2 and report_chain <= set(jobs), out
+    assert not set(jobs) & {"reference_data", "train", "sample"}, out
+
+    # Training settings of one run (an override matching fm): that run alone re-trains.
+    jobs, out = scheduled(
+        lambda c: c.setdefault("overrides", []).append({"when": {"loss": "fm"}, "train": {"lr": 5e-4}})
+    )
+    assert jobs["train"] == 1 and jobs["sample"] == 1 and jobs["evaluate"] == 1, out
+    assert "run=dw4/egnn/fm/seed0" in out and "run=dw4/egnn/eqotfm/seed0" not in out, out
+    assert "reference_data" not in jobs, out
