@@ -141,20 +141,36 @@ def run_settings(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     return settings
 
 
+def canonical(obj: Any) -> Any:
+    """``obj`` with every mapping's keys sorted, recursively.
+
+    Snakemake decides whether a job's params changed by comparing their printed form, in which
+    a dict's key order counts: params are handed over in this form so that the same settings
+    written in another order (or by a tool that sorts YAML keys) re-run nothing.
+    """
+    if isinstance(obj, Mapping):
+        return {key: canonical(obj[key]) for key in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 def train_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     """What the train rule needs: the run's identity, its system options and the
     ``{"model", "ode", "training"}`` settings of :func:`eqbg.training.train_run` (the config's
     ``device`` applies unless ``train`` names one)."""
     s = run_settings(config, run)
-    return {
-        "identity": run.identity(),
-        "system_options": s["system_options"],
-        "settings": {
-            "model": s["model"],
-            "ode": s["ode"],
-            "training": {"device": s["device"], **s["train"]},
-        },
-    }
+    return canonical(
+        {
+            "identity": run.identity(),
+            "system_options": s["system_options"],
+            "settings": {
+                "model": s["model"],
+                "ode": s["ode"],
+                "training": {"device": s["device"], **s["train"]},
+            },
+        }
+    )
 
 
 def sample_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
@@ -162,16 +178,22 @@ def sample_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     :func:`eqbg.sampling.sample_run`."""
     s = run_settings(config, run)
     sample = dict(s["sample"])
+    if "n_samples" not in sample:
+        raise ValueError(
+            f"run {run.path} has no sample.n_samples: set it in `defaults.sample` or an override"
+        )
     n_samples = int(sample.pop("n_samples"))
     sample.setdefault("device", s["device"])
-    return {"n_samples": n_samples, "seed": run.seed, "settings": sample}
+    return canonical({"n_samples": n_samples, "seed": run.seed, "settings": sample})
 
 
 def evaluate_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     """What the evaluate rule needs: the evaluation settings, device and system options (the
     form :func:`eqbg.evaluation.evaluate_run` takes)."""
     s = run_settings(config, run)
-    return {"evaluate": s["evaluate"], "device": s["device"], "system_options": s["system_options"]}
+    return canonical(
+        {"evaluate": s["evaluate"], "device": s["device"], "system_options": s["system_options"]}
+    )
 
 
 def train_inputs(config: Mapping[str, Any], run: Run) -> dict[str, str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from eqbg.pipeline import (
+    canonical,
     check_grid,
     evaluate_params,
     export_source_path,

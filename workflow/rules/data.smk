@@ -24,8 +24,8 @@ rule reference_data:
     resources:
         runtime=120,
     params:
-        settings=lambda wc: config["systems"][wc.system]["data"],
-        options=lambda wc: system_options(config, wc.system),
+        settings=lambda wc: canonical(config["systems"][wc.system]["data"]),
+        options=lambda wc: canonical(system_options(config, wc.system)),
     script:
         "../scripts/reference_data.py"
 
