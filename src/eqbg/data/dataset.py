@@ -548,7 +548,10 @@ def load_dataset(
         with np.load(p, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DatasetError(f"{p}: corrupt or unreadable dataset file ({type(exc).__name__}: {exc})") from exc
+        raise DatasetError(
+            f"{p}: truncated, corrupt or unreadable dataset file ({type(exc).__name__}: {exc}); "
+            "delete it to regenerate it"
+        ) from exc
     if "x" not in arrays:
         raise DatasetError(f"{p}: no 'x' array (found {sorted(arrays)})")
     x = arrays["x"]

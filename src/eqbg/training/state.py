@@ -186,5 +186,6 @@ def read_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any] | 
         return torch.load(path, map_location=device, weights_only=False)
     except Exception as err:
         raise ValueError(
-            f"checkpoint {path} cannot be read ({err}); delete it to start the run over"
+            f"{path}: checkpoint is truncated or corrupt ({type(err).__name__}: {err}); "
+            "delete it to start the run over"
         ) from err
