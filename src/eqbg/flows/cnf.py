@@ -180,13 +180,6 @@ class CNF(Flow):
         return hasattr(self.field, "forward_and_divergence") or hasattr(self.field, "divergence")
 
     # ------------------------------------------------------------------ helpers
-    def dtype_device(self) -> tuple[torch.dtype, torch.device]:
-        p = next(self.field.parameters(), None)
-        if p is None:
-            a = self.prior._anchor
-            return a.dtype, a.device
-        return p.dtype, p.device
-
     @staticmethod
     def _times(solver: ODESolver, t0: float, t1: float, dtype, device) -> Tensor:
         if solver.adaptive:
