@@ -263,7 +263,7 @@ def training_size_table(df: pd.DataFrame, system: str, published: pd.DataFrame) 
     sub = df[(df["system"] == system) & pd.to_numeric(df["n_train_setting"], errors="coerce").notna()]
     if sub.empty:
         return pd.DataFrame()
-    dim = SYSTEM_DIMS[system]
+    dim = system_spec(system).dim
     pub = _published_for(published, system)
     rows = []
     for (model, loss, n_train), group in sub.groupby(["model", "loss", "n_train"], sort=True):
