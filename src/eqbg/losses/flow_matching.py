@@ -65,11 +65,15 @@ class EquivariantOTCoupling:
     init: str = "pca"
     max_iter: int = 20
     exhaustive_limit: int = 120
+    #: further search descents from other starting rotations (``eqot_restarts``); the random
+    #: starts come from the fixed ``seed``, so the same batches give the same pairing
+    restarts: int = 3
+    seed: int = 0
 
     def __call__(self, x0: Tensor, x1: Tensor) -> Tensor:
         _, aligned, _ = equivariant_ot(
             x0, x1, self.atom_types, init=self.init, max_iter=self.max_iter,
-            exhaustive_limit=self.exhaustive_limit,
+            exhaustive_limit=self.exhaustive_limit, restarts=self.restarts, seed=self.seed,
         )
         return aligned
 

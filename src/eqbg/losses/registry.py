@@ -57,7 +57,8 @@ def _ml(ts: "TrainingSettings", system: Any) -> Loss:
 
 def _eqot(ts: "TrainingSettings", system: Any) -> Loss:
     coupling = EquivariantOTCoupling(
-        system.atom_types, ts.eqot_init, ts.eqot_max_iter, ts.eqot_exhaustive_limit
+        system.atom_types, ts.eqot_init, ts.eqot_max_iter, ts.eqot_exhaustive_limit,
+        ts.eqot_restarts,
     )
     return FlowMatching(coupling, ts.sigma)
 

@@ -28,6 +28,7 @@ from torch import Tensor
 from eqbg.ot.alignment import (
     batched_assignment,
     max_rotation_trace,
+    random_rotation,
     rotation_from_cross_covariance,
     type_groups,
     within_type_permutations,
@@ -131,7 +132,8 @@ class EquivariantCost:
             copy, or ``None`` when the permutations were enumerated (then the optimal rotation of
             a pair is ``kabsch(x1[b][perm[a, b]], x0[a])``; only the chosen pairs need it).
         n_assignment_calls: scipy Hungarian calls made (the Python-bound part of the work).
-        n_iterations: alternation sweeps done (0 when the permutations were enumerated).
+        n_iterations: alternation sweeps done, summed over the descents of all starts (0 when
+            the permutations were enumerated).
         n_fallback: pairs whose alternating search ended above the plain squared distance
             ``|x0[a] - x1[b]|^2`` (the identity pairing, always feasible). With ``fallback=True``
             (the default) exactly these pairs were replaced by the identity permutation and
@@ -219,6 +221,22 @@ def _proper_frames(x: Tensor) -> Tensor:
     return e
 
 
+def _canonical_frames(x: Tensor) -> Tensor:
+    """Proper principal-axes frames ``(B, d, d)`` with each axis's sign fixed by the sample
+    itself (third moment of the coordinates along the axis made positive; the last axis then
+    fixed by ``det = +1``). Unlike the raw eigenvectors, whose signs are arbitrary, these turn
+    with the sample: ``x -> x Q^T`` gives ``e -> Q e``, so a start ``e0 Q e1^T`` is the same
+    start relative to the samples however either is oriented."""
+    e = _pca_frames(x)
+    m3 = ((x @ e) ** 3).sum(-2)  # (B, d)
+    sign = torch.where(m3 < 0, -torch.ones_like(m3), torch.ones_like(m3))
+    e = e * sign[..., None, :]
+    det = torch.sign(torch.linalg.det(e))
+    det = torch.where(det == 0, torch.ones_like(det), det)
+    e[..., :, -1] = e[..., :, -1] * det[..., None]
+    return e
+
+
 def _assign_and_align(
     particle_cost: Tensor, groups: list[np.ndarray], x0: Tensor, x1: Tensor, sq_norms: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -255,6 +273,8 @@ def _alternating_cost(
     tol: float,
     max_elements: int,
     fallback: bool = True,
+    restarts: int = 0,
+    seed: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, int, int, int]:
     """Alternate Hungarian assignment and Kabsch rotation for all B0×B1 pairs at once.
 
@@ -297,6 +317,7 @@ def _alternating_cost(
     cost = torch.empty(n_pairs, dtype=dt, device=dev)
     perm = torch.empty(n_pairs, n, dtype=torch.long, device=dev)
     rot = torch.empty(n_pairs, d, d, dtype=dt, device=dev)
+    start_sign = torch.zeros(n_pairs, dtype=torch.long, device=dev)
     calls = 0
     rows = max(1, max_elements // max(1, b1 * n * n * d))
     ib_all = torch.arange(b1, device=dev)
@@ -308,8 +329,9 @@ def _alternating_cost(
         prods = [f0[ia][:, None, :, None, k] * f1[None, :, None, :, k] for k in range(d)]
         base = q0[ia][:, None, :, None] + q1[None, :, None, :]
         cands: list[Tensor] = []
+        cand_sign: list[Tensor] = []  # per candidate, (r, B1) index of its sign choice
         best_lb = None
-        for s in signs:
+        for si, s in enumerate(signs):
             dot = prods[0] * s[0]
             for k in range(1, d):
                 dot = dot + prods[k] * s[k]
@@ -318,61 +340,106 @@ def _alternating_cost(
                 c = c.masked_fill(mask, math.inf)
             if init == "pca-all" or len(signs) == 1:
                 cands.append(c)
+                cand_sign.append(torch.full((r, b1), si, dtype=torch.long, device=dev))
                 continue
             # keep, per pair, the sign choice with the smallest lower bound (sum of row minima);
             # a running torch.where avoids stacking all candidates
             lb = c.min(-1).values.sum(-1)  # (r, B1)
             if best_lb is None:
                 best_lb, cands = lb, [c]
+                cand_sign = [torch.zeros((r, b1), dtype=torch.long, device=dev)]
             else:
                 better = lb < best_lb
                 best_lb = torch.where(better, lb, best_lb)
                 cands = [torch.where(better[..., None, None], c, cands[0])]
+                cand_sign = [torch.where(better, si, cand_sign[0])]
         pa = ia.repeat_interleave(b1)
         pb = ib_all.repeat(r)
         flat = pa * b1 + pb
         best_cost = None
-        for c in cands:
+        for c, c_sign in zip(cands, cand_sign):
             p, new_rot, new_cost, k = _assign_and_align(
                 c.reshape(-1, n, n), groups, x0[pa], x1[pb], n0[pa] + n1[pb]
             )
             calls += k
             if best_cost is None:
                 best_cost, best_perm, best_rot = new_cost, p, new_rot
+                best_sign = c_sign.reshape(-1)
             else:
                 better = new_cost < best_cost
                 best_cost = torch.where(better, new_cost, best_cost)
                 best_perm = torch.where(better[:, None], p, best_perm)
                 best_rot = torch.where(better[:, None, None], new_rot, best_rot)
+                best_sign = torch.where(better, c_sign.reshape(-1), best_sign)
         cost[flat], perm[flat], rot[flat] = best_cost, best_perm, best_rot
+        start_sign[flat] = best_sign
 
     pa_all = torch.arange(b0, device=dev).repeat_interleave(b1)
     pb_all = torch.arange(b1, device=dev).repeat(b0)
-    active = torch.arange(n_pairs, device=dev)
-    sweeps = 1
-    chunk = max(1, max_elements // (n * n))
-    for _ in range(max_iter - 1):
-        if active.numel() == 0:
-            break
-        sweeps += 1
-        still = []
-        for start in range(0, active.numel(), chunk):
-            idx = active[start : start + chunk]
-            a, b = pa_all[idx], pb_all[idx]
-            y = x1[b] @ rot[idx].transpose(-1, -2)
-            new_perm, new_rot, new_cost, k = _assign_and_align(
-                _particle_cost(x0[a], y, groups), groups, x0[a], x1[b], n0[a] + n1[b]
+    k, sweeps = _descend(
+        x0, x1, groups, pa_all, pb_all, cost, perm, rot, max_iter - 1, tol, max_elements
+    )
+    calls += k
+    sweeps += 1
+    if restarts:
+        # Further descents from other starting rotations, each run like the first (one sweep from
+        # the start, then up to max_iter - 1 more); every pair keeps its best result. Starts, in
+        # this order: the proper principal-axes sign choices other than the one the first
+        # descent used (for the identity start: all of them), then seeded uniformly random
+        # rotations, all expressed in the two samples' principal-axes frames (R = e0 Q e1^T) so
+        # that the result stays independent of how either sample is oriented (for the random
+        # ones, frames whose axis signs are fixed by the samples: _canonical_frames).
+        if init == "identity":
+            e0, e1 = _proper_frames(x0), _proper_frames(x1)
+            signs = [s for s in _sign_matrices(d, dt, dev) if s.prod() > 0]
+            start_sign = torch.full_like(start_sign, -1)  # the identity start used no sign
+        sign_stack = torch.stack(signs)  # (S, d) proper sign choices
+        n_sign = sign_stack.shape[0]
+        n_extra_signs = n_sign - 1 if init != "identity" else n_sign
+        n_random = max(0, restarts - n_extra_signs)
+        # the random starts come from their own CPU generator, drawn one at a time: the same
+        # seed gives the same starts (and so the same result) on every device, more restarts
+        # only append starts (so the cost never rises with them), and the global RNG is untouched
+        gen = torch.Generator().manual_seed(int(seed))
+        q_random = [random_rotation(d, generator=gen, dtype=dt).to(dev) for _ in range(n_random)]
+        if n_random:
+            c0, c1 = _canonical_frames(x0), _canonical_frames(x1)
+        chunk = max(1, max_elements // (n * n))
+        for j in range(1, restarts + 1):
+            if j <= n_extra_signs:
+                # per pair: the j-th sign choice after the one its first descent started from
+                # (all sign choices together are a set that turns with the samples, so the raw
+                # frames e0, e1 are fine here)
+                q = torch.diag_embed(sign_stack[(start_sign + j) % n_sign])  # (P, d, d)
+                g0, g1 = e0, e1
+            else:
+                # a random start is one rotation: relative to frames that turn with the samples
+                q = q_random[j - n_extra_signs - 1].expand(n_pairs, d, d)
+                g0, g1 = c0, c1
+            r_cost = torch.empty(n_pairs, dtype=dt, device=dev)
+            r_perm = torch.empty(n_pairs, n, dtype=torch.long, device=dev)
+            r_rot = torch.empty(n_pairs, d, d, dtype=dt, device=dev)
+            for start in range(0, n_pairs, chunk):
+                idx = torch.arange(start, min(n_pairs, start + chunk), device=dev)
+                a, b = pa_all[idx], pb_all[idx]
+                r0 = g0[a] @ q[idx] @ g1[b].transpose(-1, -2)
+                y = x1[b] @ r0.transpose(-1, -2)
+                p, new_rot, new_cost, k = _assign_and_align(
+                    _particle_cost(x0[a], y, groups), groups, x0[a], x1[b], n0[a] + n1[b]
+                )
+                calls += k
+                r_cost[idx], r_perm[idx], r_rot[idx] = new_cost, p, new_rot
+            k, s_more = _descend(
+                x0, x1, groups, pa_all, pb_all, r_cost, r_perm, r_rot, max_iter - 1, tol,
+                max_elements,
             )
             calls += k
-            # Accept only strict improvements: guards the monotone descent against round-off.
-            take = new_cost < cost[idx] - tol * (1.0 + cost[idx])
-            changed = (new_perm != perm[idx]).any(-1)
-            sel = idx[take]
-            cost[sel] = new_cost[take]
-            perm[sel] = new_perm[take]
-            rot[sel] = new_rot[take]
-            still.append(idx[take & changed])
-        active = torch.cat(still)
+            sweeps += 1 + s_more
+            # strict improvement only: ties keep the earlier start's result
+            take = r_cost < cost - tol * (1.0 + cost)
+            cost = torch.where(take, r_cost, cost)
+            perm = torch.where(take[:, None], r_perm, perm)
+            rot = torch.where(take[:, None, None], r_rot, rot)
     # The identity pairing (no relabelling, no rotation) is feasible, so the minimum can never
     # exceed the plain squared distance; a local search that ended above it falls back to it
     # (only possible from a principal-axes start: from the identity start the first sweep is
@@ -392,6 +459,56 @@ def _alternating_cost(
         sweeps,
         n_fallback,
     )
+
+
+def _descend(
+    x0: Tensor,
+    x1: Tensor,
+    groups: list[np.ndarray],
+    pa: Tensor,
+    pb: Tensor,
+    cost: Tensor,
+    perm: Tensor,
+    rot: Tensor,
+    n_sweeps: int,
+    tol: float,
+    max_elements: int,
+) -> tuple[int, int]:
+    """Up to ``n_sweeps`` more Hungarian + Kabsch sweeps of the pairs ``(x0[pa[p]], x1[pb[p]])``
+    from their current ``cost``, ``perm``, ``rot`` (all ``(P, ...)``, updated in place).
+
+    A pair leaves the active set as soon as its assignment stops changing or its cost stops
+    improving. Returns ``(scipy calls, sweeps done)``.
+    """
+    n, d = x0.shape[1:]
+    n0 = (x0 * x0).sum((-1, -2))
+    n1 = (x1 * x1).sum((-1, -2))
+    active = torch.arange(cost.shape[0], device=x0.device)
+    calls = sweeps = 0
+    chunk = max(1, max_elements // (n * n))
+    for _ in range(n_sweeps):
+        if active.numel() == 0:
+            break
+        sweeps += 1
+        still = []
+        for start in range(0, active.numel(), chunk):
+            idx = active[start : start + chunk]
+            a, b = pa[idx], pb[idx]
+            y = x1[b] @ rot[idx].transpose(-1, -2)
+            new_perm, new_rot, new_cost, k = _assign_and_align(
+                _particle_cost(x0[a], y, groups), groups, x0[a], x1[b], n0[a] + n1[b]
+            )
+            calls += k
+            # Accept only strict improvements: guards the monotone descent against round-off.
+            take = new_cost < cost[idx] - tol * (1.0 + cost[idx])
+            changed = (new_perm != perm[idx]).any(-1)
+            sel = idx[take]
+            cost[sel] = new_cost[take]
+            perm[sel] = new_perm[take]
+            rot[sel] = new_rot[take]
+            still.append(idx[take & changed])
+        active = torch.cat(still)
+    return calls, sweeps
 
 
 def _type_mask(groups: list[np.ndarray], n: int, device: torch.device) -> Tensor | None:
@@ -427,6 +544,8 @@ def equivariant_cost_matrix(
     tol: float = 1e-10,
     max_elements: int = 2_000_000,
     fallback: bool = True,
+    restarts: int = 0,
+    seed: int = 0,
 ) -> EquivariantCost:
     """Minimal squared distance over proper rotations and within-type permutations, all pairs.
 
@@ -445,6 +564,14 @@ def equivariant_cost_matrix(
             identity pairing (the default; the returned cost is then never above plain). False
             keeps the search's own result, to test the search itself; either way such pairs are
             counted in :attr:`EquivariantCost.n_fallback`. No effect when enumerating.
+        restarts: further descents of the alternating search, each from another starting
+            rotation (first the other proper principal-axes sign choices — 1 in 2D, 3 in 3D —
+            then uniformly random rotations drawn from ``seed``, all relative to the two samples'
+            principal-axes frames); every pair keeps its cheapest result, so the cost never
+            rises with more restarts and the time grows about linearly in ``1 + restarts``.
+            0 (this function's default) is the single descent from ``init``. No effect when
+            enumerating. See ``bench/bench_eqot_optimality.py`` for the optimality gap.
+        seed: seeds the random starting rotations (same inputs and seed: same result).
 
     Returns:
         :class:`EquivariantCost` (computed in float64 on the inputs' device).
@@ -453,6 +580,8 @@ def equivariant_cost_matrix(
     n, d = x0.shape[1:]
     if d not in (2, 3):
         raise ValueError(f"equivariant OT supports spatial dimension 2 or 3, got {d}")
+    if restarts < 0:
+        raise ValueError(f"restarts must be >= 0, got {restarts}")
     groups = type_groups(atom_types, n)
     with torch.no_grad():
         a = x0.detach().double()
@@ -472,6 +601,8 @@ def equivariant_cost_matrix(
             tol=tol,
             max_elements=max_elements,
             fallback=fallback,
+            restarts=restarts,
+            seed=seed,
         )
         return EquivariantCost(cost, perm, rot, calls, sweeps, n_fallback)
 
