@@ -616,7 +616,7 @@ class _IsotropicGaussianFlow:
     def parameters(self):
         return iter([torch.zeros((), dtype=torch.float64)])
 
-    def log_prob(self, x, exact=True, batch_size=None):
+    def log_prob(self, x, exact=True, batch_size=None, generator=None):
         assert exact  # evaluation must ask for the exact density
         self.calls.append(batch_size)
         dim = x[0].numel()

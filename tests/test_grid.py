@@ -502,3 +502,30 @@ def test_canonical_params_sort_every_mapping_and_keep_values():
     b = {"a": None, "b": {"x": [{"p": 1, "q": 2}], "y": 1}}
     assert repr(canonical(a)) == repr(canonical(b)) and canonical(a) == a
     assert list(canonical(a)) == ["a", "b"] and list(canonical(a)["b"]["x"][0]) == ["p", "q"]
+
+
+@pytest.mark.parametrize("preset", [None, "paper.yaml", "training_size.yaml"])
+def test_every_run_of_the_config_and_presets_resolves_its_settings(preset):
+    """A dry run does not validate a run's settings (the library does, when the job starts): an
+    override whose `model:` section matches models it was not written for, or a bad key, would
+    only fail hours into a cluster run. Resolve every run's model, training, ODE and sampling
+    settings here (the device forced to cpu: presets ask for CUDA)."""
+    from eqbg.flows.registry import resolve_model_settings
+    from eqbg.pipeline import iter_runs, sample_params, train_params
+    from eqbg.sampling import SamplingSettings
+    from eqbg.settings import resolve
+    from eqbg.training import resolve_run_settings
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    if preset:
+        config = deep_merge(config, yaml.safe_load((ROOT / "workflow" / "presets" / preset).read_text()))
+    runs = list(iter_runs(config))
+    assert runs
+    for run in runs:
+        settings = train_params(config, run)["settings"]
+        settings["training"]["device"] = "cpu"
+        resolve_run_settings(settings)
+        resolve_model_settings(settings["model"], run.model)
+        sample = {k: v for k, v in sample_params(config, run)["settings"].items()}
+        sample["device"] = "cpu"
+        resolve(SamplingSettings, sample, f"sampling of {run.path}")

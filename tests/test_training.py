@@ -485,3 +485,41 @@ def test_reverse_kl_trains_from_the_energy_alone_and_counts_its_evaluations(tmp_
     losses = [float(r["loss"]) for r in rows]
     # the loss is KL(q || p) - log Z: it must fall from the prior's value
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+
+
+def test_dynamic_gradient_control_clips_to_twice_the_median_and_skips_outliers():
+    """EACF's rule: median of the last norms; above skip_factor x median (or non-finite) the
+    update is skipped, else the gradient is clipped to clip_factor x median; the history
+    survives a checkpoint and a run of skips stops training."""
+    from eqbg.training.gradients import GradientControl
+
+    p = torch.nn.Parameter(torch.zeros(2))
+
+    def step(control, norm):
+        p.grad = torch.tensor([norm, 0.0])
+        return control.apply([p])
+
+    control = GradientControl("dynamic", window=3, min_history=3, max_consecutive_skips=3)
+    for norm in (1.0, 3.0, 2.0):  # fewer than min_history norms: no clipping yet
+        assert not step(control, norm).skip and float(p.grad.norm()) == norm
+    decision = step(control, 5.0)  # median 2: clip to 4
+    assert not decision.skip and decision.grad_norm == 5.0
+    assert math.isclose(float(p.grad.norm()), 4.0, rel_tol=1e-6)
+    assert list(control.history) == [3.0, 2.0, 5.0]  # window 3, raw norms kept
+    assert step(control, 31.0).skip  # > 10 x median 3
+    assert step(control, float("nan")).skip and control.n_skipped == 2
+    restored = GradientControl("dynamic", window=3, min_history=3, max_consecutive_skips=3)
+    restored.load_state_dict(control.state_dict())
+    assert list(restored.history) == [3.0, 2.0, 5.0] and restored.n_skipped == 2
+    with pytest.raises(FloatingPointError, match="3 consecutive"):
+        step(restored, float("inf"))
+    # norm mode: a plain clip, never a skip
+    fixed = GradientControl("norm", 1.5)
+    assert not step(fixed, 3.0).skip and math.isclose(float(p.grad.norm()), 1.5, rel_tol=1e-6)
+
+
+def test_warmup_starts_at_its_initial_ratio():
+    ts = TrainingSettings(steps=100, warmup_steps=10, warmup_init_ratio=0.1, schedule="cosine", min_lr_ratio=0.1)
+    f = lr_multiplier(ts)
+    assert math.isclose(f(0), 0.1 + 0.9 / 10) and math.isclose(f(9), 1.0)
+    assert math.isclose(f(100), 0.1)

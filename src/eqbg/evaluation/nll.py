@@ -140,8 +140,10 @@ def model_log_prob(
     x: torch.Tensor,
     *,
     batch_size: int | None = None,
+    seed: int | None = None,
+    **options,
 ) -> np.ndarray:
-    """Exact-divergence model log density of (test) configurations.
+    """Model log density of (test) configurations, exact divergence for ODE flows.
 
     Autograd stays enabled: the exact divergence differentiates the vector field.
 
@@ -150,11 +152,17 @@ def model_log_prob(
             integrates the exact divergence by default).
         x: ``(B, n, d)`` configurations, CoM-free.
         batch_size: forwarded to ``flow.log_prob`` to bound memory.
+        seed: seeds the generator of flows whose density draws random numbers (the augmented
+            variables of an importance-sampled marginal), so the result is reproducible.
+        **options: further keywords of the flow's ``log_prob`` (e.g. ``marginal_k``).
 
     Returns:
         ``(B,)`` float64 ``log q(x)`` in the eqbg convention.
     """
-    log_q = flow.log_prob(x, batch_size=batch_size)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=x.device).manual_seed(int(seed))
+    log_q = flow.log_prob(x, batch_size=batch_size, generator=generator, **options)
     return log_q.detach().cpu().double().numpy()
 
 

@@ -99,7 +99,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "n_samples", "n_test", "n_failed", "frac_failed", "n_failed_nonfinite_energy",
     "n_failed_energy_above_cap", "n_failed_nonfinite_log_q", "energy_cap",
     "ess", "ess_n", "ess_ci_low", "ess_ci_high", "ess_ci_level", "ess_bootstrap_reps",
-    "forward_ess", "forward_ess_n",
+    "forward_ess", "forward_ess_n", "forward_ess_density_k", "nll_density_k",
     "nll", "nll_sem", "nll_n", "nll_efm", "nll_convention", "nll_convention_description",
     "nll_prior_log_normaliser", "nll_time_s",
     "energy_test_n", "energy_w1", "energy_w2", "energy_w1_reweighted", "energy_w2_reweighted",
@@ -266,6 +266,7 @@ def evaluate_samples(
         metrics.update(log_z=float(log_z), log_z_estimate=log_z_hat, log_z_error=log_z_hat - float(log_z))
 
     # --- NLL and forward ESS on a test subset, exact divergence
+    metrics.update(nll_density_k=None, forward_ess_density_k=None)
     metrics.update(nll=float("nan"), nll_sem=float("nan"), nll_n=0, nll_efm=float("nan"),
                    forward_ess=float("nan"), forward_ess_n=0, nll_time_s=float("nan"))
     metrics["nll_convention"] = "eqbg"
@@ -278,13 +279,22 @@ def evaluate_samples(
         if params:
             xt = xt.to(device=params[0].device, dtype=params[0].dtype)
         t0 = time.perf_counter()
-        log_q_test = model_log_prob(flow, xt, batch_size=cfg["nll_batch_size"])
+        log_q_test = model_log_prob(flow, xt, batch_size=cfg["nll_batch_size"], seed=cfg["nll_seed"])
         metrics["nll_time_s"] = time.perf_counter() - t0
         nll, nll_sem = nll_from_log_prob(log_q_test)
         missing = idx[np.isnan(u_data_all[idx])]
         if missing.size:
             u_data_all[missing] = compute_energies(system, x_test_np[missing], cfg["energy_batch_size"], cfg["device"])
-        fess, fess_n = forward_ess(log_importance_weights(u_data_all[idx], log_q_test))
+        # An importance-sampled marginal (augmented flows): the NLL uses the flow's K, the
+        # forward ESS one augmented sample per test point, as the EACF paper defines it.
+        log_q_forward = log_q_test
+        metrics["nll_density_k"] = getattr(flow, "marginal_k", None) if getattr(flow, "density", "exact") == "estimate" else None
+        metrics["forward_ess_density_k"] = None
+        if getattr(flow, "density", "exact") == "estimate":
+            log_q_forward = model_log_prob(flow, xt, batch_size=cfg["nll_batch_size"],
+                                           seed=cfg["nll_seed"] + 1, marginal_k=1)
+            metrics["forward_ess_density_k"] = 1
+        fess, fess_n = forward_ess(log_importance_weights(u_data_all[idx], log_q_forward))
         metrics.update(
             nll=nll, nll_sem=nll_sem, nll_n=int(idx.size),
             nll_efm=convert_nll(nll, system.dim, source="eqbg", target="efm") if math.isfinite(nll) else nll,

@@ -241,6 +241,9 @@ FOOTNOTES = (
     "(E-NF/EACF convention). NLL (EFM conv.) = NLL (eqbg) - (n-1)d/2 log(2π). Published NLLs are converted "
     "to the eqbg convention; the reference list gives them as reported.",
     "ESS: Kish (Σw)²/(nΣw²) over all generated samples, failed samples included with weight ≈ 0.",
+    "Augmented flows (eacf): NLL from the importance-sampled marginal over the augmented variables "
+    "(K = marginal_k, 20 by default: biased high for finite K); ESS from the joint weights "
+    "p(x)π(a|x)/q(x, a); fwd ESS with one augmented sample per test point (the EACF paper's definitions).",
     f"{DAGGER} unverified: recalled, not checked against the paper (PAPERS.md); do not treat as ground truth.",
     "Published datasets, energies and sample counts differ from ours (see setting); comparisons are indicative.",
 )
@@ -291,6 +294,68 @@ def training_size_table(df: pd.DataFrame, system: str, published: pd.DataFrame) 
     return pd.DataFrame(rows)
 
 
+#: The reference of the sampling-speed ratios: the equivariant CNF of the same system.
+SPEED_REFERENCE_MODEL = "egnn"
+
+
+def sampling_speed_table(df: pd.DataFrame, system: str) -> pd.DataFrame:
+    """Samples per second with their log density, and effective samples per second, per method,
+    as ratios to the EGNN CNF of the same system measured in the same pipeline run.
+
+    ``samples/s`` is n over the sampling wall time with ``log q`` (exact for CNFs; for augmented
+    flows the joint-weight estimate of one pass, ``log q kind`` says which); ``eff. samples/s`` is
+    ESS x n over sampling plus target-energy time. The ratios divide by the mean over the EGNN
+    CNF runs (all losses, no variant) of the system.
+
+    Returns:
+        The display table (empty when no run of the system has a sampling speed).
+    """
+    sub = df[df["system"] == system] if "system" in df else df.iloc[:0]
+    if sub.empty or "samples_per_s" not in sub:
+        return pd.DataFrame()
+    variant = sub["variant"].fillna("").astype(str) if "variant" in sub else pd.Series("", index=sub.index)
+    reference = sub[(sub["model"] == SPEED_REFERENCE_MODEL) & (variant == "")]
+    ref_speed = float(np.nanmean(_numeric(reference, "samples_per_s"))) if len(reference) else float("nan")
+    ref_eff = float(np.nanmean(_numeric(reference, "ess_per_s"))) if len(reference) else float("nan")
+    rows = []
+    keys = ["model", "loss"] + (["variant"] if (variant != "").any() else [])
+    frame = sub.assign(variant=variant)
+    for key, group in frame.groupby(keys, sort=True):
+        key = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        kinds = sorted({
+            f"{d}" + (f" (K={int(k)})" if d == "estimate" and pd.notna(k) else "")
+            for d, k in zip(group.get("log_q_density", pd.Series(["exact"] * len(group))),
+                            group.get("log_q_k", pd.Series([None] * len(group))))
+        })
+        speed = float(np.nanmean(_numeric(group, "samples_per_s")))
+        eff = float(np.nanmean(_numeric(group, "ess_per_s")))
+        ess = float(np.nanmean(_numeric(group, "ess")))
+
+        def ratio(value: float, ref: float) -> str:
+            return f"×{_fmt(value / ref)}" if math.isfinite(value) and math.isfinite(ref) and ref > 0 else ""
+
+        rows.append({
+            **key,
+            "seeds": int(len(group)),
+            "log q kind": ", ".join(kinds),
+            "samples/s": _fmt(speed),
+            "ESS (frac.)": _fmt(ess),
+            "eff. samples/s": _fmt(eff),
+            f"samples/s ÷ {SPEED_REFERENCE_MODEL} CNF": ratio(speed, ref_speed),
+            f"eff. samples/s ÷ {SPEED_REFERENCE_MODEL} CNF": ratio(eff, ref_eff),
+        })
+    return pd.DataFrame(rows)
+
+
+SPEED_NOTES = (
+    "samples/s: n / sampling wall time with log q (CNF: exact divergence integrated with the ODE; "
+    "augmented flows: one pass, log q(x, a) - log π(a|x), whose importance weights are the joint "
+    "weights p(x)π(a|x)/q(x, a)); all runs of this table sampled on the same machine in the same pipeline run.",
+    "eff. samples/s: ESS × n / (sampling + target-energy seconds). Ratios divide by the mean of the "
+    "EGNN CNF runs of this system (all losses).",
+)
+
+
 def write_system_table(
     df: pd.DataFrame,
     system: str,
@@ -321,6 +386,10 @@ def write_system_table(
                "configurations, model selection by validation NLL; published values converted "
                "to each convention (the reference list gives them as reported).", "",
                sizes.to_markdown(index=False)]
+    speed = sampling_speed_table(df, system)
+    if len(speed):
+        md += ["", "## Sampling speed", "", speed.to_markdown(index=False), ""]
+        md += [f"- {note}" for note in SPEED_NOTES]
     if len(refs):
         md += ["", "## Published values", "", refs.to_markdown(index=False)]
     else:

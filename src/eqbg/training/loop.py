@@ -39,6 +39,7 @@ from eqbg.flows.registry import build_flow, model_settings_dict
 from eqbg.losses import build_loss
 from eqbg.settings import asdict, resolve_device, resolve_dtype
 from eqbg.training.augmentation import augment_batch
+from eqbg.training.gradients import GradientControl, StepDecision
 from eqbg.training.settings import TrainingSettings, resolve_run_settings
 from eqbg.training.state import EMA, TrainingState, read_checkpoint, seed_everything
 
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 #: ``n_energy_evals`` their running total.
 CSV_COLUMNS = (
     "step", "loss", "lr", "val_nll", "wall_time_s", "grad_norm", "energy_evals", "n_energy_evals",
+    "skipped",
 )
 
 
@@ -64,7 +66,8 @@ def lr_multiplier(ts: TrainingSettings) -> Callable[[int], float]:
 
     def f(step: int) -> float:
         if warm > 0 and step < warm:
-            return (step + 1) / warm
+            r0 = ts.warmup_init_ratio
+            return r0 + (1.0 - r0) * (step + 1) / warm
         if ts.schedule in ("constant", "warmup"):
             return 1.0
         progress = min(1.0, (step - warm) / max(1, total - warm))
@@ -208,6 +211,8 @@ def train_run(
         objective,
         gen,
         EMA(flow, ts.ema_decay) if ts.ema_decay else None,
+        GradientControl(ts.grad_clip_mode, ts.grad_clip, window=ts.grad_window,
+                        clip_factor=ts.grad_clip_factor, skip_factor=ts.grad_skip_factor),
     )
     if train_x is not None:
         _shuffle(state, train_x)
@@ -259,20 +264,29 @@ def train_run(
         loss_val = float(value.detach())
         where = f"at step {state.step + 1} ({system}/{model}/{loss}, seed {seed})"
         last_good = ckpt_path if ckpt_path.exists() else "none"
-        if not math.isfinite(loss_val):
-            raise TrainingDivergedError(
-                f"non-finite loss {loss_val} {where}; last good checkpoint: {last_good}"
-            )
-        value.backward()
-        params = [p for p in flow.parameters() if p.grad is not None]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, ts.grad_clip or math.inf))
-        if not math.isfinite(grad_norm):
+        lr = optimizer.param_groups[0]["lr"]
+        control = state.gradients
+        try:
+            if not math.isfinite(loss_val):
+                if not control.skips_nonfinite_loss:
+                    raise TrainingDivergedError(
+                        f"non-finite loss {loss_val} {where}; last good checkpoint: {last_good}"
+                    )
+                control.skip()
+                decision = StepDecision(math.nan, skip=True)
+            else:
+                value.backward()
+                decision = control.apply([p for p in flow.parameters() if p.grad is not None])
+        except FloatingPointError as err:
+            raise TrainingDivergedError(f"{err} {where}; last good checkpoint: {last_good}") from err
+        grad_norm = decision.grad_norm
+        if not decision.skip and not math.isfinite(grad_norm):
             raise TrainingDivergedError(
                 f"non-finite gradient norm {grad_norm} {where} (loss {loss_val}); last good "
                 f"checkpoint: {last_good}"
             )
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        if not decision.skip:
+            optimizer.step()
         state.scheduler.step()
         if state.ema is not None:
             state.ema.update(flow)
@@ -295,6 +309,7 @@ def train_run(
                 "grad_norm": grad_norm,
                 "energy_evals": objective.n_energy_evals - evals_before,
                 "n_energy_evals": objective.n_energy_evals,
+                "skipped": int(decision.skip),
             }
         )
         if bar is not None:
@@ -333,6 +348,7 @@ def train_run(
         "n_train": config["n_train"],
         "n_parameters": int(sum(p.numel() for p in flow.parameters())),
         "n_energy_evals": int(objective.n_energy_evals),
+        "n_skipped_updates": int(state.gradients.n_skipped),
     }
     io.write_json(run_dir / "config.json", io.provenance(**config, status="done", result=summary))
     return summary

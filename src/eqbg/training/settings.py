@@ -33,9 +33,18 @@ class TrainingSettings:
     weight_decay: float = 0.0  #: decoupled for adamw, L2 for adam
     betas: tuple[float, float] = (0.9, 0.999)  #: Adam betas
     schedule: str = "cosine"  #: constant, cosine or warmup (linear warmup then constant)
-    warmup_steps: int = 0  #: linear warmup from 0 (used by all schedules when > 0)
+    warmup_steps: int = 0  #: linear warmup (used by all schedules when > 0)
+    warmup_init_ratio: float = 0.0  #: warm-up starts at this fraction of lr (EACF: 2e-5/2e-4 = 0.1)
     min_lr_ratio: float = 0.0  #: cosine floor as a fraction of lr
     grad_clip: float | None = None  #: max global grad norm (None: no clipping)
+    #: gradient control (eqbg.training.gradients): norm (clip at grad_clip; a non-finite loss or
+    #: norm stops the run) or dynamic (the EACF authors': skip the update when the norm exceeds
+    #: grad_skip_factor x the median of the last grad_window norms or is non-finite, else clip
+    #: it to grad_clip_factor x that median; non-finite losses are skipped, not fatal)
+    grad_clip_mode: str = "norm"
+    grad_window: int = 100  #: dynamic mode: gradient norms in the median
+    grad_clip_factor: float = 2.0  #: dynamic mode: clip at this many medians
+    grad_skip_factor: float = 10.0  #: dynamic mode: skip above this many medians
     ema_decay: float | None = None  #: EMA of weights (e.g. 0.999); the EMA weights are saved
     sigma: float = 0.01  #: flow-matching noise: x_t = (1-t) x0 + t x1 + sigma * eps (EFM 0.01)
     n_train: int | None = None  #: use this many training samples (random subset; None: all)
@@ -91,6 +100,12 @@ class TrainingSettings:
             bad(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine", "warmup"):
             bad(f"schedule must be constant, cosine or warmup, got {self.schedule!r}")
+        if self.grad_clip_mode not in ("norm", "dynamic"):
+            bad(f"grad_clip_mode must be 'norm' or 'dynamic', got {self.grad_clip_mode!r}")
+        if self.grad_window < 1 or not (0 < self.grad_clip_factor <= self.grad_skip_factor):
+            bad("grad_window must be >= 1 and 0 < grad_clip_factor <= grad_skip_factor")
+        if not 0.0 <= self.warmup_init_ratio <= 1.0:
+            bad(f"warmup_init_ratio must lie in [0, 1], got {self.warmup_init_ratio}")
         if self.checkpoint_every < 1:
             bad(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.val_every < 0:

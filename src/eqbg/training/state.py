@@ -23,6 +23,7 @@ from torch import Tensor
 from eqbg import io
 from eqbg.flows.base import Flow
 from eqbg.losses.base import Loss
+from eqbg.training.gradients import GradientControl
 
 __all__ = ["EMA", "TrainingState", "CHECKPOINT_VERSION", "seed_everything", "read_checkpoint"]
 
@@ -88,6 +89,7 @@ class TrainingState:
         loss: the objective (its :meth:`~eqbg.losses.Loss.state_dict` is checkpointed).
         generator: the run's RNG on the model's device.
         ema: EMA of the weights, or ``None``; when present it is what is validated and saved.
+        gradients: clipping/skipping of the updates (its norm history is checkpointed).
     """
 
     def __init__(
@@ -98,8 +100,10 @@ class TrainingState:
         loss: Loss,
         generator: torch.Generator,
         ema: EMA | None = None,
+        gradients: GradientControl | None = None,
     ) -> None:
         self.model = model
+        self.gradients = gradients or GradientControl()
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.loss = loss
@@ -150,6 +154,7 @@ class TrainingState:
             "pos": self.pos,
             "best": {"val_nll": self.best_val_nll, "step": self.best_step},
             "best_weights": self.best_weights,
+            "gradients": self.gradients.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -166,6 +171,8 @@ class TrainingState:
         self.pos = state["pos"]
         self.best_val_nll, self.best_step = state["best"]["val_nll"], state["best"]["step"]
         self.best_weights = state["best_weights"]
+        if "gradients" in state:
+            self.gradients.load_state_dict(state["gradients"])
 
     def save(self, path: str | Path, key: Mapping[str, Any]) -> None:
         """Write the checkpoint atomically, tagged with the run's result ``key``."""
