@@ -8,6 +8,8 @@ figures need, so they regenerate without the model).
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 import time
@@ -84,6 +86,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "nll_ode": None,
     # dtype of the model for the test NLL ("float32"/"float64"); None = the training dtype
     "nll_dtype": None,
+    # annealed importance sampling as a refinement of flows with a differentiable state density
+    # (eqbg.evaluation.ais): None = off, else AISSettings keys (alpha is 1) and n, batch_size,
+    # tune_passes, seed; reports ess_ais beside the flow's ess and its target evaluations
+    "ais": None,
 }
 
 #: Sections of a full run-settings dict (``eqbg.pipeline.run_settings``).
@@ -91,7 +97,9 @@ RUN_SECTIONS = ("model", "train", "ode", "sample", "evaluate")
 
 #: Keys every metrics.json written by :func:`evaluate_run` holds (more are added per system:
 #: ``delta_f_*``, ``ramachandran_kl_*``, ``frac_d_chirality_*`` for aldp; ``log_z_*``,
-#: ``forward_kl`` for exact systems; ``distance_*`` for particle systems).  Values that could
+#: ``forward_kl`` for exact systems; ``modes_reached``, ``mode_coverage`` for targets with known
+#: modes; ``quadratic_bias_*`` for GMM-40; ``ess_ais`` and ``ais_*`` with ``evaluate.ais``;
+#: ``distance_*`` for particle systems).  Values that could
 #: not be computed are ``null`` (JSON has no NaN).
 METRIC_KEYS: tuple[str, ...] = (
     "system", "model", "loss", "variant", "seed", "run_dir", "provenance",
@@ -264,6 +272,37 @@ def evaluate_samples(
     if log_z is not None and np.isfinite(log_w).any():
         log_z_hat = float(logsumexp(log_w) - math.log(n))
         metrics.update(log_z=float(log_z), log_z_estimate=log_z_hat, log_z_error=log_z_hat - float(log_z))
+
+    # mode coverage of targets with known modes (GMM-40: 40 means; Many-Well-32: 2^16 sign
+    # patterns): how many distinct modes the valid samples reach (FAB's point: ESS alone hides
+    # dropped modes)
+    if hasattr(system, "mode_index"):
+        modes = system.mode_index(torch.as_tensor(x[ok]))
+        reached = int(torch.unique(modes[modes >= 0]).numel())
+        metrics.update(modes_reached=reached, n_modes=int(system.n_modes),
+                       mode_coverage=reached / int(system.n_modes))
+
+    # FAB's bias of a quadratic expectation (GMM-40): |E_hat - E| / |E| over repeated estimates
+    # from 1000 samples each, self-normalised importance weights and plain averages
+    if hasattr(system, "quadratic_test_function"):
+        f, exact = system.quadratic_test_function()
+        fx = f(torch.as_tensor(x)).numpy()
+        per = 1000 if n >= 1000 else n
+        reps = n // per
+        for kind in ("weighted", "unweighted"):
+            errors = []
+            for r in range(reps):
+                sl = slice(r * per, (r + 1) * per)
+                ok_r = np.isfinite(log_w[sl])
+                if kind == "weighted":
+                    w = np.exp(log_w[sl][ok_r] - log_w[sl][ok_r].max())
+                    estimate = float((w * fx[sl][ok_r]).sum() / w.sum())
+                else:
+                    estimate = float(fx[sl][ok_r].mean())
+                errors.append(abs(estimate - exact) / abs(exact))
+            metrics[f"quadratic_bias_{kind}"] = float(np.mean(errors))
+            metrics[f"quadratic_bias_{kind}_sem"] = float(np.std(errors, ddof=1) / np.sqrt(reps)) if reps > 1 else None
+        metrics.update(quadratic_bias_repeats=int(reps), quadratic_bias_samples_per_estimate=int(per))
 
     # --- NLL and forward ESS on a test subset, exact divergence
     metrics.update(nll_density_k=None, forward_ess_density_k=None)
@@ -589,6 +628,20 @@ def evaluate_run(
     metrics, arrays = evaluate_samples(
         sys_obj, samples, x_test, flow=flow, settings=cfg, loss=ident.get("loss"), train_curve=curve
     )
+    if cfg["ais"]:
+        from eqbg.evaluation.ais import ais_refinement, supports_ais, trained_step_sizes
+        from eqbg.sampling.ais import AISSettings
+
+        if flow is not None and supports_ais(flow):
+            keys = {f.name for f in dataclasses.fields(AISSettings)}
+            trained = trained_step_sizes(run_dir, AISSettings(**{k: v for k, v in cfg["ais"].items() if k in keys}))
+            ais_metrics, arrays["log_w_ais"] = ais_refinement(flow, sys_obj.energy, cfg["ais"], step_sizes=trained)
+            metrics.update(ais_metrics)
+            log_z = getattr(sys_obj, "log_z", None)
+            if log_z is not None and metrics["log_z_ais_estimate"] is not None:
+                metrics["log_z_ais_error"] = metrics["log_z_ais_estimate"] - float(log_z)
+        else:
+            metrics["ais_skipped"] = "the flow has no cheap differentiable density (AIS needs a coupling flow)"
     metrics.update(ident)
     # training-set size: the configurations the run trained on, and the n_train it asked for
     # (None: all of them); the training-set-size study plots NLL against the former

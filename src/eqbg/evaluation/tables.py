@@ -26,6 +26,7 @@ SYSTEM_DIMS = {name: spec.dim for name, spec in SYSTEM_SPECS.items()}
 #: Metrics shown in the per-system table, in order, with their column labels.
 TABLE_METRICS: dict[str, str] = {
     "ess": "ESS (frac.)",
+    "ess_ais": "ESS flow+AIS",
     "forward_ess": "fwd ESS",
     "nll": "NLL (eqbg)",
     "nll_efm": "NLL (EFM conv.)",
@@ -35,6 +36,9 @@ TABLE_METRICS: dict[str, str] = {
     "mean_energy_reweighted": "<u> rew. (kT)",
     "delta_f_reweighted": "ΔF rew. (kT)",
     "log_z_error": "log Z err.",
+    "mode_coverage": "modes reached (frac.)",
+    "quadratic_bias_weighted": "bias E[f] rew.",
+    "quadratic_bias_unweighted": "bias E[f]",
     "forward_kl": "fwd KL",
     "frac_failed": "failed (frac.)",
     "samples_per_s": "samples/s",
@@ -45,7 +49,7 @@ TABLE_METRICS: dict[str, str] = {
 }
 
 #: Published metrics that are compared in the main table (others appear in the reference list).
-PUBLISHED_COLUMNS = ("ess", "nll", "energy_w2", "distance_w2", "samples_per_s")
+PUBLISHED_COLUMNS = ("ess", "nll", "energy_w2", "distance_w2", "samples_per_s", "quadratic_bias_weighted")
 
 PUBLISHED_REQUIRED = (
     "paper", "table", "system", "setting", "method", "model", "loss", "metric", "value",
@@ -204,10 +208,13 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
         if m in PUBLISHED_COLUMNS:
             pubcol = []
             for _, r in stats.iterrows():
+                # a published row names a variant when it is one (e.g. FAB without buffer)
+                pub_variant = pub["variant"].fillna("").astype(str) if "variant" in pub else ""
                 match = pub[
                     (pub["metric"] == m)
                     & (pub["model"] == r["model"])
                     & ((pub["loss"] == r["loss"]) | (pub["loss"] == "*"))
+                    & (pub_variant == str(r["variant"] or ""))
                 ]
                 pubcol.append("; ".join(_published_value(p, system) for _, p in match.iterrows()))
             if any(pubcol):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -138,6 +139,36 @@ class Flow(nn.Module, ABC):
     def nll(self, x: Tensor, *, generator: torch.Generator | None = None, **solver: Any) -> Tensor:
         """Differentiable mean negative log-likelihood of a data batch ``x: (B, n, d)`` (the
         maximum-likelihood objective; may be a stochastic but unbiased estimate)."""
+
+    # ------------------------------------------------------------------ the sampling state
+    # Annealed importance sampling and FAB move points in the space the flow's density is
+    # defined on: the configurations themselves, or configurations with augmented variables.
+    # A flow that has a cheap differentiable density of that state implements
+    # ``state_log_prob``; the defaults serve flows whose state is ``x``.
+
+    def state_sample(self, num: int, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``(z, log q(z))`` of ``num`` states, without gradients (default: ``z = x``)."""
+        res = self.sample(num, generator=generator)
+        return res.x, res.log_q
+
+    def state_log_prob(self, z: Tensor) -> Tensor:
+        """``(B,)`` log density of states, differentiable in ``z`` and the parameters."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no cheap differentiable density of its state, which "
+            "annealed importance sampling and FAB need (use a coupling flow)"
+        )
+
+    def state_target_log_prob(self, z: Tensor, energy: Callable[[Tensor], Tensor]) -> Tensor:
+        """``(B,)`` unnormalised target log density of states (default ``-u(x)``)."""
+        return -energy(z)
+
+    def state_positions(self, z: Tensor) -> Tensor:
+        """The configurations ``(B, n, d)`` of states."""
+        return z
+
+    def state_project(self, v: Tensor) -> Tensor:
+        """Project state-space vectors (momenta, proposal noise) onto the density's subspace."""
+        return v - v.mean(dim=-2, keepdim=True) if self.com_free else v
 
     def dtype_device(self) -> tuple[torch.dtype, torch.device]:
         """dtype and device of the flow's parameters (or buffers when it has none)."""

@@ -31,6 +31,7 @@ __all__ = [
     "KernelSettings",
     "MLPSettings",
     "EACFSettings",
+    "RealNVPSettings",
     "ModelSpec",
     "MODELS",
     "register_model",
@@ -207,6 +208,41 @@ def _build_eacf(system: Any, s: EACFSettings, ode: ODESettings) -> Flow:
     )
 
 
+@dataclass
+class RealNVPSettings:
+    """Non-equivariant affine coupling flow (the FAB paper's GMM-40 / Many-Well-32 flow)."""
+
+    name: str = "realnvp"  #: registry name
+    prior_scale: float = 1.0  #: initial std of the trainable diagonal Gaussian base
+    n_layers: int = 15  #: affine coupling layers (FAB GMM-40: 15; Many-Well-32: 10)
+    hidden: int = 80  #: conditioner MLP width (FAB GMM-40: 80; Many-Well-32: 320)
+    n_hidden_layers: int = 2  #: hidden layers per conditioner MLP
+    trainable_base: bool = True  #: learn the base's mean and scales
+    lu_linear: bool = True  #: LU-parameterised invertible linear maps between couplings
+
+    def validate(self) -> None:
+        for key in ("n_layers", "hidden", "n_hidden_layers"):
+            if getattr(self, key) < 1:
+                raise SettingsError(f"model[realnvp].{key} must be >= 1, got {getattr(self, key)}")
+        if not self.prior_scale > 0:
+            raise SettingsError("model[realnvp].prior_scale must be positive")
+
+
+def _build_realnvp(system: Any, s: RealNVPSettings, ode: ODESettings) -> Flow:
+    from eqbg.flows.realnvp import RealNVPFlow
+
+    if system.com_free:
+        raise SettingsError(
+            f"model 'realnvp' is for targets without translation symmetry; {system.name} is "
+            "CoM-free (use an equivariant model)"
+        )
+    return RealNVPFlow(
+        int(system.n_particles), int(system.spatial_dim), n_layers=s.n_layers, hidden=s.hidden,
+        n_hidden_layers=s.n_hidden_layers, prior_scale=s.prior_scale,
+        trainable_base=s.trainable_base, lu_linear=s.lu_linear,
+    )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered model: its settings dataclass and its builder."""
@@ -239,6 +275,7 @@ register_model("egnn", EGNNSettings, _build_egnn)
 register_model("kernel", KernelSettings, _build_kernel)
 register_model("mlp", MLPSettings, _build_mlp)
 register_model("eacf", EACFSettings, _build_eacf)
+register_model("realnvp", RealNVPSettings, _build_realnvp)
 
 
 def resolve_model_settings(model_cfg: Mapping[str, Any] | None, name: str | None = None):

@@ -1,7 +1,8 @@
 """Training objectives, one object each, in one registry (:mod:`eqbg.losses.registry`, the one
 place where a new loss is registered): maximum likelihood (``ml``) and flow matching with
 independent (``fm``), minibatch-OT (``otfm``) and equivariant-OT (``eqotfm``) couplings, and
-the reverse KL divergence from the target energy alone (``kl``)."""
+from the target energy alone the reverse KL divergence (``kl``) and flow annealed importance
+sampling bootstrap (``fab``, with its prioritised replay buffer)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from eqbg.losses.flow_matching import (
     flow_matching_loss,
 )
 from eqbg.losses.maximum_likelihood import MaximumLikelihood, use_exact_divergence
+from eqbg.losses.fab import FlowAnnealedBootstrap
+from eqbg.losses.replay_buffer import PrioritisedReplayBuffer
 from eqbg.losses.reverse_kl import ReverseKL
 from eqbg.losses.registry import LOSSES, LossSpec, build_loss, loss_needs_data, register_loss
 
@@ -29,6 +32,8 @@ __all__ = [
     "MaximumLikelihood",
     "use_exact_divergence",
     "ReverseKL",
+    "FlowAnnealedBootstrap",
+    "PrioritisedReplayBuffer",
     "LOSSES",
     "LossSpec",
     "build_loss",

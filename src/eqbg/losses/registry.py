@@ -23,6 +23,7 @@ from eqbg.losses.flow_matching import (
 )
 from eqbg.losses.maximum_likelihood import MaximumLikelihood
 from eqbg.losses.reverse_kl import ReverseKL
+from eqbg.losses.fab import FlowAnnealedBootstrap
 from eqbg.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -76,6 +77,21 @@ register_loss("eqotfm", FlowMatching, _eqot, "flow matching, equivariant optimal
 register_loss(
     "kl", ReverseKL, lambda ts, system: ReverseKL(system.energy, ts.batch_size),
     "reverse KL from the target energy alone (no data)",
+)
+
+
+def _fab(ts: "TrainingSettings", system: Any) -> Loss:
+    return FlowAnnealedBootstrap(
+        system.energy, ts.batch_size, ts.ais_settings, buffer=ts.fab_buffer,
+        buffer_capacity=ts.fab_buffer_batches * ts.batch_size,
+        buffer_min_length=ts.fab_buffer_min_batches * ts.batch_size,
+        n_updates=ts.fab_updates_per_ais, weight_clip=ts.fab_weight_clip,
+    )
+
+
+register_loss(
+    "fab", FlowAnnealedBootstrap, _fab,
+    "flow annealed importance sampling bootstrap (alpha=2 divergence, AIS, replay buffer; no data)",
 )
 
 

@@ -5,6 +5,8 @@ Both are plain densities on ``R^{n*d}`` (not CoM-free) with exact samplers and e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from functools import cached_property
 
@@ -70,6 +72,41 @@ class GaussianMixture40(ExactSystem):
     def energy(self, x: Tensor) -> Tensor:
         """``-log p(x)`` ``(batch,)`` of ``x: (batch, 1, 2)``."""
         return -self.log_prob(x)
+
+    def quadratic_test_function(self, seed: int = 0) -> tuple[Callable[[Tensor], Tensor], float]:
+        """FAB's test function and its exact expectation under the mixture.
+
+        ``f(x) = (x + s)^T A (x + s) + b^T (x + s)`` with ``s = 2 N(0, I)``, ``A = 2 U[0, 1]^{2x2}``,
+        ``b = U[0, 1]^2`` drawn once from ``seed``. For the mixture, ``E_p[f] = mean_k [tr(A S) +
+        (mu_k + s)^T A (mu_k + s) + b^T (mu_k + s)]`` with ``S = std^2 I``, exactly (FAB estimates it
+        by Monte Carlo with 1e7 samples).
+
+        Returns:
+            ``(f: (batch, 1, 2) -> (batch,), E_p[f])``.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        shift = 2.0 * torch.randn(2, generator=gen, dtype=torch.float64)
+        a = 2.0 * torch.rand(2, 2, generator=gen, dtype=torch.float64)
+        b = torch.rand(2, generator=gen, dtype=torch.float64)
+
+        def f(x: Tensor) -> Tensor:
+            y = x.reshape(x.shape[0], 2).to(torch.float64) + shift.to(x.device)
+            return torch.einsum("bi,ij,bj->b", y, a.to(x.device), y) + y @ b.to(x.device)
+
+        m = self.means + shift
+        exact = float(torch.trace(a) * self.std**2 + torch.einsum("ki,ij,kj->k", m, a, m).mean() + (m @ b).mean())
+        return f, exact
+
+    #: a sample is in a mode when it lies within this many component stds of the mode's mean
+    mode_radius_std = 3.0
+
+    def mode_index(self, x: Tensor) -> Tensor:
+        """``(batch,)`` index of the mode ``x: (batch, 1, 2)`` lies in (the nearest mean, when
+        within :attr:`mode_radius_std` standard deviations; -1 otherwise): coverage counts these."""
+        x = self.check_positions(x)
+        d = torch.cdist(x[:, 0, :].to(torch.float64), self.means.to(x.device))
+        dist, idx = d.min(dim=1)
+        return torch.where(dist < self.mode_radius_std * self.std, idx, torch.full_like(idx, -1))
 
     def sample(self, num: int, generator: torch.Generator | None = None) -> Tensor:
         """``num`` exact samples ``(num, 1, 2)`` float64: pick a mode uniformly, add noise."""
@@ -165,6 +202,17 @@ class ManyWell(ExactSystem):
         """Energy of the double-well coordinate, any shape."""
         x2 = x1 * x1
         return cls.a * x1 + cls.b * x2 + cls.c * x2 * x2
+
+    @property
+    def n_modes(self) -> int:
+        """``2^n_wells``: one mode per sign pattern of the double-well coordinates."""
+        return 2 ** self.n_particles
+
+    def mode_index(self, x: Tensor) -> Tensor:
+        """``(batch,)`` mode of ``x: (batch, n_wells, 2)``: the bits ``x1 > 0`` of the wells."""
+        x = self.check_positions(x)
+        bits = (x[..., 0] > 0).to(torch.int64)
+        return (bits * (2 ** torch.arange(self.n_particles, device=x.device))).sum(-1)
 
     def energy(self, x: Tensor) -> Tensor:
         """Reduced energy ``(batch,)`` of ``x: (batch, n_wells, 2)``."""

@@ -80,6 +80,23 @@ class TrainingSettings:
     #: bench/README.md: 3 makes the median excess over the exhaustive optimum 0 on 6-7
     #: particles (57-84 % of pairs exact, vs 32-57 % with 0); >= 90 % exact needs 8 (2D) / 64 (3D)
     eqot_restarts: int = 3
+    # FAB (eqbg.losses.fab) and its annealed importance sampling (eqbg.sampling.ais); the
+    # defaults are the EACF paper's DW4 settings (EACF_FAB.md part B)
+    fab_buffer: bool = True  #: prioritised replay buffer (False: FAB without buffer)
+    fab_buffer_batches: int = 512  #: buffer capacity, in batches of batch_size
+    fab_buffer_min_batches: int = 64  #: initial AIS fill of the buffer, in batches
+    fab_updates_per_ais: int = 8  #: gradient steps per AIS pass with the buffer
+    fab_weight_clip: float = 10.0  #: cap of the buffer's importance ratios q_old/q
+    fab_alpha: float = 2.0  #: the alpha-divergence: AIS targets p^alpha q^(1-alpha)
+    ais_n_intermediate: int = 2  #: AIS intermediate distributions M
+    ais_spacing: str = "linear"  #: AIS beta spacing: linear or geometric
+    ais_transition: str = "hmc"  #: hmc or metropolis
+    ais_n_leapfrog: int = 5  #: leapfrog steps per HMC step
+    ais_n_outer: int = 1  #: transition steps per intermediate distribution
+    ais_step_size: float = 1.0  #: initial HMC step size (Metropolis: proposal scale)
+    ais_adapt: bool = True  #: tune HMC step sizes towards ais_target_accept
+    ais_target_accept: float = 0.65  #: HMC acceptance the step sizes are tuned towards
+    ais_adapt_factor: float = 1.02  #: multiplicative step-size update
     device: str = "auto"  #: cpu, cuda, cuda:N or auto
     dtype: str = "float32"  #: float32 or float64
     num_threads: int | None = None  #: torch.set_num_threads for this run (None: leave)
@@ -125,8 +142,31 @@ class TrainingSettings:
                 getattr(self, f"{prefix}_solver")
             except SettingsError as err:
                 bad(f"{prefix}_method/{prefix}_n_steps: {err}")
+        try:
+            self.ais_settings.validate()
+        except SettingsError as err:
+            bad(f"ais_*: {err}")
+        if min(self.fab_buffer_batches, self.fab_buffer_min_batches, self.fab_updates_per_ais) < 1:
+            bad("fab_buffer_batches, fab_buffer_min_batches and fab_updates_per_ais must be >= 1")
+        if self.fab_buffer_min_batches > self.fab_buffer_batches:
+            bad("fab_buffer_min_batches must not exceed fab_buffer_batches")
+        if self.fab_updates_per_ais > self.fab_buffer_min_batches:
+            bad("fab_updates_per_ais must not exceed fab_buffer_min_batches (distinct draws per iteration)")
         resolve_dtype(self.dtype)
         resolve_device(self.device)
+
+    @property
+    def ais_settings(self) -> "AISSettings":
+        """Annealed importance sampling of FAB training."""
+        from eqbg.sampling.ais import AISSettings
+
+        return AISSettings(
+            n_intermediate=self.ais_n_intermediate, spacing=self.ais_spacing,
+            transition=self.ais_transition, n_leapfrog=self.ais_n_leapfrog,
+            n_outer=self.ais_n_outer, step_size=self.ais_step_size, adapt=self.ais_adapt,
+            target_accept=self.ais_target_accept, adapt_factor=self.ais_adapt_factor,
+            alpha=self.fab_alpha,
+        )
 
     @property
     def ml_solver(self) -> ODESolver:

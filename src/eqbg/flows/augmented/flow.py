@@ -182,6 +182,28 @@ class AugmentedCouplingFlow(Flow):
         terms = [c.last_aux for c in self.couplings if c.last_aux is not None]
         return torch.stack(terms).mean(0) if terms else self._anchor.new_zeros(())
 
+    # ------------------------------------------------------------------ sampling state
+    # The state of AIS and FAB is the joint (x, a): z (B, n, 1+A, d), target p(x) pi(a|x).
+
+    @torch.no_grad()
+    def state_sample(self, num: int, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        return self.forward_joint(self.base_sample(num, generator))
+
+    def state_log_prob(self, z: Tensor) -> Tensor:
+        return self.joint_log_prob(z[:, :, 0], z[:, :, 1:])
+
+    def state_target_log_prob(self, z: Tensor, energy) -> Tensor:
+        x = z[:, :, 0]
+        return -energy(x) + self.log_pi(z[:, :, 1:], x)
+
+    def state_positions(self, z: Tensor) -> Tensor:
+        return remove_mean(z[:, :, 0])
+
+    def state_project(self, v: Tensor) -> Tensor:
+        # the joint densities are flat along a joint translation of x and a: the orthogonal
+        # projection removes that direction (mean over particles and channels)
+        return v - v.mean(dim=(1, 2), keepdim=True)
+
     # ------------------------------------------------------------------ Flow calls
     def _draw(self, num: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         z, log_q = self.forward_joint(self.base_sample(num, generator))
