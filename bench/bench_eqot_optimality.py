@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench_coupling import _time  # best of repeats after a warm-up call
 from eqbg.io import provenance, write_json
 from eqbg.ot.coupling import equivariant_cost_matrix
 from eqbg.systems.particles import LennardJones
@@ -97,16 +97,6 @@ def brute_force_pair(x0: np.ndarray, x1: np.ndarray) -> float:
     diag[:, -1] = np.where(sign == 0, 1.0, sign)
     r = (v * diag[:, None, :]) @ ut
     return float(((y @ np.swapaxes(r, -1, -2) - x0) ** 2).sum((-1, -2)).min())
-
-
-def _time(fn, repeats: int):
-    out = fn()
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ and restored.
 from __future__ import annotations
 
 import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DensityKind", "DENSITY_KINDS", "FlowSample", "Flow"]
+__all__ = ["DensityKind", "DENSITY_KINDS", "FlowSample", "Flow", "one_pass_sample"]
 
 DensityKind = Literal["exact", "estimate", "stochastic"]
 DENSITY_KINDS: tuple[str, ...] = ("exact", "estimate", "stochastic")
@@ -75,6 +76,25 @@ class FlowSample:
             "path_length": float(self.path_length),
             "n_batches": int(self.n_batches),
         }
+
+
+def one_pass_sample(
+    draw: Callable[[int], tuple[Tensor, Tensor]],
+    num: int,
+    batch_size: int | None,
+    with_log_q: bool,
+    density: DensityKind,
+    density_k: int | None = None,
+) -> FlowSample:
+    """:class:`FlowSample` of a flow that samples in one pass (no ODE): ``draw(m) -> (x, log_q)``
+    called on batches of at most ``batch_size``, timed."""
+    start = time.perf_counter()
+    bs = max(int(batch_size or num), 1)
+    parts = [draw(min(bs, num - s)) for s in range(0, num, bs)]
+    x = torch.cat([p[0] for p in parts])
+    log_q = torch.cat([p[1] for p in parts]) if with_log_q else None
+    return FlowSample(x=x, log_q=log_q, density=density, density_k=density_k,
+                      wall_time_s=time.perf_counter() - start, n_batches=len(parts))
 
 
 class Flow(nn.Module, ABC):

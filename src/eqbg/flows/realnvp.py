@@ -14,13 +14,12 @@ generator the base is sampled here (``loc + exp(log_scale) * eps``) and pushed t
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import torch
 from torch import Tensor
 
-from eqbg.flows.base import Flow, FlowSample
+from eqbg.flows.base import Flow, FlowSample, one_pass_sample
 
 __all__ = ["RealNVPFlow"]
 
@@ -98,13 +97,7 @@ class RealNVPFlow(Flow):
     @torch.no_grad()
     def sample(self, num: int, *, generator: torch.Generator | None = None,
                batch_size: int | None = None, with_log_q: bool = True, **_solver) -> FlowSample:
-        start = time.perf_counter()
-        bs = max(int(batch_size or num), 1)
-        parts = [self._draw(min(bs, num - s), generator) for s in range(0, num, bs)]
-        x = torch.cat([p[0] for p in parts])
-        log_q = torch.cat([p[1] for p in parts]) if with_log_q else None
-        return FlowSample(x=x, log_q=log_q, density="exact", wall_time_s=time.perf_counter() - start,
-                          n_batches=len(parts))
+        return one_pass_sample(lambda m: self._draw(m, generator), num, batch_size, with_log_q, "exact")
 
     @torch.no_grad()
     def log_prob(self, x: Tensor, *, generator: torch.Generator | None = None,

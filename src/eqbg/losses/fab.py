@@ -24,6 +24,7 @@ HMC (``L`` leapfrog steps, ``M`` intermediate distributions), the buffer's initi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -96,9 +97,12 @@ class FlowAnnealedBootstrap(Loss):
         if self.buffer is None:
             res = self.run_ais(flow, generator)
             w_bar = torch.softmax(res.log_w, dim=0)
-            log_q = flow.state_log_prob(res.z)
-            ok = torch.isfinite(log_q) & (w_bar > 0)
-            return -(w_bar[ok] * log_q[ok]).sum()
+            # only points with weight and a finite density enter: evaluating the others would
+            # put 0 * inf = NaN into the backward pass (an AIS point where q underflows)
+            use = (w_bar > 0) & torch.isfinite(res.log_q)
+            log_q = flow.state_log_prob(res.z[use])
+            ok = torch.isfinite(log_q)
+            return -(w_bar[use][ok] * log_q[ok]).sum()
         buffer = self.buffer
         while not buffer.ready:  # the initial fill
             res = self.run_ais(flow, generator)
@@ -108,12 +112,16 @@ class FlowAnnealedBootstrap(Loss):
             draws = buffer.sample(self.n_updates * self.batch_size, generator)
             self._pending = list(draws.view(self.n_updates, self.batch_size))
         idx = self._pending.pop(0)
-        z, _, log_q_old = buffer.get(idx)
-        log_q = flow.state_log_prob(z)
-        ratio = torch.exp((1.0 - self.alpha) * (log_q.detach() - log_q_old)).clamp(max=self.weight_clip)
+        z, log_w, log_q_old = buffer.get(idx)
+        # entries without weight or density are not evaluated (see the no-buffer case)
+        use = torch.isfinite(log_w) & torch.isfinite(log_q_old)
+        log_q = flow.state_log_prob(z[use])
+        ratio = torch.exp((1.0 - self.alpha) * (log_q.detach() - log_q_old[use])).clamp(max=self.weight_clip)
         ok = torch.isfinite(log_q) & torch.isfinite(ratio)
         loss = -(ratio[ok] * log_q[ok]).sum() / max(int(ok.sum()), 1)
-        buffer.adjust(idx, log_q.detach())
+        log_q_all = torch.full_like(log_q_old, -math.inf)
+        log_q_all[use] = log_q.detach()
+        buffer.adjust(idx, log_q_all)
         if not self._pending:
             res, self._to_add = self._to_add, None
             buffer.add(res.z, res.log_w, res.log_q)

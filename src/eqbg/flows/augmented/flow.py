@@ -28,14 +28,13 @@ the marginal of ``x`` is the target itself. What each call returns:
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from torch import Tensor, nn
 
 from eqbg.flows.augmented.coupling import AugmentedCoupling
 from eqbg.flows.augmented.frames import FRAMES
-from eqbg.flows.base import Flow, FlowSample
+from eqbg.flows.base import Flow, FlowSample, one_pass_sample
 from eqbg.geometry import remove_mean
 
 __all__ = ["AugmentedCouplingFlow"]
@@ -222,18 +221,8 @@ class AugmentedCouplingFlow(Flow):
     ) -> FlowSample:
         """``num`` samples, ``log_q = log q(x, a) - log pi(a|x)`` (the joint weights; see the
         module docstring). One pass per batch; ``_solver`` keywords (ODE flows') are ignored."""
-        start = time.perf_counter()
-        bs = max(int(batch_size or num), 1)
-        xs, lqs = [], []
-        for s in range(0, num, bs):
-            x, lq = self._draw(min(bs, num - s), generator)
-            xs.append(x)
-            lqs.append(lq)
-        dtype, device = self.dtype_device()
-        x = torch.cat(xs) if xs else torch.zeros(0, self.n, self.d, dtype=dtype, device=device)
-        log_q = (torch.cat(lqs) if lqs else torch.zeros(0, dtype=dtype, device=device)) if with_log_q else None
-        return FlowSample(x=x, log_q=log_q, density="estimate", density_k=1,
-                          wall_time_s=time.perf_counter() - start, n_batches=len(xs))
+        return one_pass_sample(lambda m: self._draw(m, generator), num, batch_size, with_log_q,
+                               "estimate", density_k=1)
 
     @torch.no_grad()
     def log_prob(
