@@ -508,11 +508,19 @@ def test_dynamic_gradient_control_clips_to_twice_the_median_and_skips_outliers()
     assert list(control.history) == [3.0, 2.0, 5.0]  # window 3, raw norms kept
     assert step(control, 31.0).skip  # > 10 x median 3
     assert step(control, float("nan")).skip and control.n_skipped == 2
+    # finite norms enter the history even when skipped (else a lasting rise is skipped for ever)
+    assert list(control.history) == [2.0, 5.0, 31.0]
     restored = GradientControl("dynamic", window=3, min_history=3, max_consecutive_skips=3)
     restored.load_state_dict(control.state_dict())
-    assert list(restored.history) == [3.0, 2.0, 5.0] and restored.n_skipped == 2
+    assert list(restored.history) == [2.0, 5.0, 31.0] and restored.n_skipped == 2
     with pytest.raises(FloatingPointError, match="3 consecutive"):
         step(restored, float("inf"))
+    # a lasting 100-fold rise of the norms: skipped until the median follows, then clipped
+    rising = GradientControl("dynamic", window=5, min_history=5)
+    for _ in range(5):
+        step(rising, 1.0)
+    decisions = [step(rising, 100.0).skip for _ in range(6)]
+    assert decisions[:3] == [True, True, True] and not any(decisions[3:])
     # norm mode: a plain clip, never a skip
     fixed = GradientControl("norm", 1.5)
     assert not step(fixed, 3.0).skip and math.isclose(float(p.grad.norm()), 1.5, rel_tol=1e-6)

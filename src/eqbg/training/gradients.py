@@ -4,7 +4,8 @@ augmented coupling flow's authors.
 * ``norm``: clip the global gradient norm at ``grad_clip`` (none when unset); a non-finite norm
   stops the run (:class:`~eqbg.training.loop.TrainingDivergedError`), because nothing in the
   objective should produce one.
-* ``dynamic`` (Midgley et al. 2023): keep the last ``window`` finite gradient norms; skip the
+* ``dynamic`` (Midgley et al. 2023): keep the last ``window`` finite gradient norms (skipped
+  steps' included, so the rule follows a lasting change of the gradient scale); skip the
   update when the norm is non-finite or above ``skip_factor`` times their median, else clip it to
   ``clip_factor`` times the median. Until ``min_history`` norms are known it only skips non-finite
   gradients. Non-finite losses are skipped too (the flow's own guard drops failed samples first).
@@ -85,12 +86,16 @@ class GradientControl:
             return StepDecision(norm, skip=False)
         norm = float(torch.nn.utils.clip_grad_norm_(params, math.inf))
         median = float(torch.tensor(list(self.history)).median()) if len(self.history) >= self.min_history else None
+        if math.isfinite(norm):
+            # every finite norm enters the history, skipped or not: were skipped norms left out,
+            # a lasting rise of the gradient scale (a sharper loss later in training) would be
+            # skipped for ever
+            self.history.append(norm)
         if not math.isfinite(norm) or (median is not None and norm > self.skip_factor * median):
             self.skip()
             return StepDecision(norm, skip=True)
         if median is not None:
             torch.nn.utils.clip_grad_norm_(params, self.clip_factor * median)
-        self.history.append(norm)
         self.consecutive_skips = 0
         return StepDecision(norm, skip=False)
 
