@@ -345,7 +345,8 @@ def dw4_config(tmp: Path) -> Path:
     config["defaults"]["train"].update(
         steps=TRAIN_STEPS, checkpoint_every=CHECKPOINT_EVERY, val_every=50
     )
-    config["defaults"]["sample"].update(n_samples=256)
+    # 1024 samples: a few seconds of sampling, so the kill lands inside it even on a loaded machine
+    config["defaults"]["sample"].update(n_samples=1024)
     path = tmp / "crash_dw4.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
