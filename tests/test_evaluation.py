@@ -581,6 +581,12 @@ def test_frac_d_chirality_counts_exactly_the_mirrored_samples():
     assert metrics["n_failed"] == 0
     assert metrics["frac_d_chirality_flow"] == pytest.approx(11 / 30, abs=1e-12)
     assert metrics["frac_d_chirality_data"] == pytest.approx(5 / 20, abs=1e-12)
+    # the D samples are mirrored into L before the dihedral observables, and counted
+    assert metrics["n_mapped_d_to_l"] == 11 and metrics["n_mapped_d_to_l_test"] == 5
+    phi_l, _ = system.dihedrals(system.map_to_l(x_flow)[0])
+    np.testing.assert_allclose(arrays["phi_flow"], phi_l)
+    phi_raw, _ = system.dihedrals(x_flow)
+    assert np.abs(np.sin(phi_raw[mirrored_flow]) + np.sin(arrays["phi_flow"][mirrored_flow])).max() < 1e-6
 
 
 # ----------------------------------------------------------------------------- forward KL, log Z

@@ -427,6 +427,35 @@ def test_shipped_aldp_is_l_alanine(aldp):
         assert chirality_volume(internal_coordinate_structure(phi0, psi0)) > 0
 
 
+def test_mapping_d_to_l_mirrors_only_d_keeps_openmm_energies_and_flips_the_improper(aldp):
+    """A batch of L configurations and their mirror images: the map leaves L alone, turns every D
+    into L (improper and chirality volume positive again), and OpenMM's energies of the mapped
+    configurations equal those of the originals (a reflection is a symmetry of the force field,
+    which is why mapping before reweighting is exact)."""
+    from eqbg.systems.aldp import chirality_volume, improper_zeta, map_d_to_l
+
+    x = aldp_batch(aldp, 6).numpy()
+    x = x - x.mean(axis=1, keepdims=True)  # CoM-free, as data and flow samples are
+    mirror = x * np.array([1.0, -1.0, 1.0])  # another mirror plane than the map's own
+    both = np.concatenate([x, mirror])
+    assert (chirality_volume(both) < 0).sum() == 6 and (improper_zeta(mirror) < 0).all()
+    mapped, was_d = map_d_to_l(both)
+    assert was_d.tolist() == [False] * 6 + [True] * 6
+    np.testing.assert_array_equal(mapped[:6], x)
+    assert (chirality_volume(mapped) > 0).all() and (improper_zeta(mapped) > 0).all()
+    np.testing.assert_allclose(mapped.mean(axis=1), 0.0, atol=1e-12)  # still CoM-free
+    u = aldp.energy(torch.as_tensor(both)).numpy()
+    u_mapped = aldp.energy(torch.as_tensor(mapped)).numpy()
+    np.testing.assert_allclose(u_mapped, u, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(u[6:], u[:6], rtol=1e-6, atol=1e-6)  # D has L's energy
+    # the mapped D configurations have the dihedrals of a mirror of L: phi and psi of the mirrored
+    # images come back to the originals' up to the second mirror (an improper rotation of L)
+    phi_l, psi_l = aldp.dihedrals(x)
+    phi_m, psi_m = aldp.dihedrals(mapped[6:])
+    np.testing.assert_allclose(np.cos(phi_m), np.cos(phi_l), atol=1e-6)
+    np.testing.assert_allclose(np.sin(phi_m), np.sin(phi_l), atol=1e-6)
+
+
 def test_shipped_aldp_is_a_minimum(aldp):
     x = aldp.positions[None].clone().requires_grad_(True)
     u = aldp.energy(x)

@@ -413,10 +413,19 @@ def evaluate_samples(
             distance_hist_reweighted=density_histogram(d_flow, dedges, w_pairs if d_flow.size else None),
         )
 
+    # --- chiral systems (alanine dipeptide): an E(3)-equivariant flow also generates the mirror
+    # images (D). They are mirrored into L before the dihedral observables, weights unchanged
+    # (exact for the symmetrised target: eqbg.systems.aldp.map_d_to_l); the same for test data.
+    x_obs, x_test_obs = x, x_test_np
+    if hasattr(system, "map_to_l"):
+        x_obs, was_d = system.map_to_l(x)
+        x_test_obs, was_d_test = system.map_to_l(x_test_np)
+        metrics.update(n_mapped_d_to_l=int(was_d.sum()), n_mapped_d_to_l_test=int(was_d_test.sum()))
+
     # --- systems with backbone dihedrals (alanine dipeptide): Ramachandran, basin free energy
     if "dihedrals" in system.observables:
-        phi_d, psi_d = system.dihedrals(x_test_np)
-        phi_f, psi_f = system.dihedrals(x)
+        phi_d, psi_d = system.dihedrals(x_test_obs)
+        phi_f, psi_f = system.dihedrals(x_obs)
         arrays.update(phi_data=phi_d, psi_data=psi_d, phi_flow=phi_f, psi_flow=psi_f)
         df_data, df_data_err, _ = basin_free_energy_difference(phi_d)
         ok_phi = ok & np.isfinite(phi_f)
@@ -444,7 +453,8 @@ def evaluate_samples(
         )
     if "chirality" in system.observables:
         # E(3)-equivariant flows also generate D-alanine (mirror images); the force field cannot
-        # tell them apart, so reweighting does not remove them: report their share.
+        # tell them apart, so reweighting does not remove them: report their share (the dihedral
+        # observables above use them mirrored into L).
         chir_flow = system.chirality(x)
         metrics["frac_d_chirality_flow"] = float(np.mean(chir_flow[ok] < 0)) if ok.any() else float("nan")
         metrics["frac_d_chirality_data"] = float(np.mean(system.chirality(x_test_np) < 0))

@@ -415,6 +415,10 @@ class AlanineDipeptide(System):
 
         return phi_psi(x, self._mdtraj_topology)
 
+    def map_to_l(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """D configurations mirrored into L (:func:`map_d_to_l`): ``(mapped, was_d)``."""
+        return map_d_to_l(x)
+
     def chirality(self, x: Tensor | np.ndarray) -> np.ndarray:
         """Chirality volume at the alpha carbon ``(B,)`` nm^3 of ``x: (B, 22, 3)`` nm: positive
         for L-alanine, negative for its mirror image D-alanine (:func:`chirality_volume`)."""
@@ -536,6 +540,32 @@ def chirality_volume(x: np.ndarray | Tensor) -> np.ndarray:
     return np.einsum(
         "...i,...i->...", x[..., N, :] - ca, np.cross(x[..., C, :] - ca, x[..., CB, :] - ca)
     )
+
+
+def map_d_to_l(x: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror every D-alanine configuration (negative :func:`chirality_volume`) into L.
+
+    The mirror is ``(x, y, z) -> (x, y, -z)`` about the origin, so CoM-free configurations stay
+    CoM-free. Why mapping before reweighting is exact: a force field's energy is invariant under
+    reflections, ``u(Rx) = u(x)``, so the Boltzmann density of the *symmetrised* target (L and D
+    with equal weight, which is what an E(3)-equivariant flow models) satisfies
+    ``p_sym(Rx) = p_sym(x)``. Weights ``w = exp(-u(x)) / q(x)`` are computed at the drawn ``x`` and
+    left as they are; if ``(x, w)`` is an importance sample of ``p_sym``, then ``(m(x), w)`` with
+    the map ``m`` (identity on L, ``R`` on D) is one of the push-forward of ``p_sym`` under ``m``,
+    which is ``p_sym`` restricted to L and renormalised: exactly the L-alanine Boltzmann
+    distribution. (For a flow that is also reflection invariant, ``q(Rx) = q(x)`` as well, so even
+    the density at the mapped point equals the one in ``w``.)
+
+    Args:
+        x: ``(B, 22, 3)`` configurations (nm).
+
+    Returns:
+        ``(mapped (B, 22, 3), was_d (B,) bool)``.
+    """
+    x = np.array(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+    was_d = chirality_volume(x) < 0
+    x[was_d, :, 2] *= -1.0
+    return x, was_d
 
 
 def dihedral(x: np.ndarray, i: int, j: int, k: int, l: int) -> np.ndarray:
