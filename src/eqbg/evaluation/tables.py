@@ -37,6 +37,7 @@ TABLE_METRICS: dict[str, str] = {
     "delta_f_reweighted": "ΔF rew. (kT)",
     "log_z_error": "log Z err.",
     "mode_coverage": "modes reached (frac.)",
+    "mode_coverage_bound": "modes bound (n/modes)",
     "quadratic_bias_weighted": "bias E[f] rew.",
     "quadratic_bias_unweighted": "bias E[f]",
     "forward_kl": "fwd KL",
