@@ -322,3 +322,43 @@ def test_data_rules_take_their_systems_from_the_registry():
     assert 'name_pattern("mcmc", "exact")' in text and 'name_pattern("md")' in text
     for name in KNOWN_SYSTEMS:
         assert f'"{name}' not in text and f"|{name}" not in text, name
+
+
+def _two_state_chain(rng, n_traj, n_frames, p_in=0.01, p_out=0.04):
+    """0/1 Markov chains with stationary fraction p_in / (p_in + p_out) = 0.2, IAT ~ 2/(p_in + p_out)."""
+    out = np.zeros((n_traj, n_frames))
+    for t in range(n_traj):
+        s = rng.random() < 0.2
+        for i in range(n_frames):
+            s = (rng.random() >= p_out) if s else (rng.random() < p_in)
+            out[t, i] = s
+    return out
+
+
+def test_slow_fraction_agreement_passes_stationary_chains_and_flags_a_stuck_one():
+    """The laptop MD's failure mode (one trajectory's excursion into phi > 0 falling into the val
+    and test blocks) is flagged; chains that sample the slow state properly are not."""
+    from eqbg.data.diagnostics import slow_fraction_agreement
+
+    rng = np.random.default_rng(0)
+    blocks = {"train": (0, 4000), "val": (4200, 5000), "test": (5200, 6000)}
+    good = slow_fraction_agreement(_two_state_chain(rng, 4, 6000), blocks)
+    assert good["agree"] and good["max_z_splits"] < 3 and good["max_z_trajectories"] < 3
+    assert 0.1 < good["fraction"] < 0.3 and 10 < good["iat_frames"] < 200
+    stuck = np.zeros((2, 6000))
+    stuck[0, 4200:5600] = 1.0  # one excursion, covering val and part of test, none in train
+    bad = slow_fraction_agreement(stuck, blocks)
+    assert not bad["agree"] and bad["per_split"]["train"]["fraction"] == 0.0
+    assert bad["entries"] == 1 and good["entries"] > 100
+
+
+def test_check_convergence_fails_on_slow_coordinate_disagreement_only_when_asked():
+    from eqbg.data import check_convergence
+    from eqbg.data.settings import CONVERGENCE_DEFAULTS
+
+    diag = {"phi_positive_agreement": {"agree": False, "max_z_trajectories": 5.0, "max_z_splits": 7.0,
+                                       "z_max": 3.0, "per_split": {"train": {"fraction": 0.01}}}}
+    assert check_convergence(diag, CONVERGENCE_DEFAULTS) == []  # default: warn
+    fails = check_convergence(diag, {**CONVERGENCE_DEFAULTS, "phi_agreement": "fail"})
+    assert len(fails) == 1 and "7.0 standard errors" in fails[0] and "train 0.010" in fails[0]
+    assert "not converged" in fails[0]

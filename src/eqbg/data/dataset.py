@@ -180,6 +180,16 @@ def check_convergence(diag: Mapping[str, Any], thresholds: Mapping[str, float]) 
             fails.append(f"lowest chain acceptance {acc['min']:.3f} < acceptance_min {thresholds['acceptance_min']}")
         if acc["max"] > thresholds["acceptance_max"]:
             fails.append(f"highest chain acceptance {acc['max']:.3f} > acceptance_max {thresholds['acceptance_max']}")
+    agreement = diag.get("phi_positive_agreement")
+    if agreement is not None and not agreement["agree"] and thresholds.get("phi_agreement") == "fail":
+        fails.append(
+            f"the phi > 0 state was entered {agreement.get('entries', '?')} times and trajectories "
+            f"or splits disagree on its fraction by up to "
+            f"{max(agreement['max_z_trajectories'], agreement['max_z_splits']):.1f} standard errors "
+            f"(limit {agreement['z_max']}; per split: "
+            + ", ".join(f"{k} {v['fraction']:.3f}" for k, v in agreement["per_split"].items())
+            + "): the slow coordinate is not converged"
+        )
     phi = diag.get("phi_positive_fraction")
     if phi is not None and phi > thresholds["max_phi_positive"]:
         fails.append(
@@ -405,6 +415,20 @@ def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarr
     diag["phi_positive_fraction_per_split"] = {
         k: float((phi[:, blocks[k][0] : blocks[k][1]] > 0).mean()) for k in SPLITS
     }
+    conv = s.get("convergence") or {}
+    diag["phi_positive_agreement"] = dg.slow_fraction_agreement(
+        phi > 0, {k: tuple(blocks[k]) for k in SPLITS}, z_max=float(conv.get("phi_agreement_z_max", 3.0)),
+        method=s["iat_method"],
+    )
+    diag["converged_slow_coordinate"] = diag["phi_positive_agreement"]["agree"]
+    if not diag["converged_slow_coordinate"]:
+        log.warning(
+            "alanine dipeptide MD: trajectories or splits disagree on the phi > 0 fraction (per "
+            "trajectory %s, per split %s): the slow coordinate is not converged; longer or more "
+            "trajectories are needed (convergence.phi_agreement: fail makes this an error)",
+            [round(e["fraction"], 3) for e in diag["phi_positive_agreement"]["per_trajectory"]],
+            {k: round(v["fraction"], 3) for k, v in diag["phi_positive_agreement"]["per_split"].items()},
+        )
     diag["phi_psi"] = {
         "phi_mean_deg": float(np.degrees(np.angle(np.exp(1j * phi).mean()))),
         "psi_mean_deg": float(np.degrees(np.angle(np.exp(1j * psi).mean()))),

@@ -261,3 +261,69 @@ def configurational_temperature(
         "mean_grad_sq": float(g.mean()),
         "mean_laplacian": float(lap.mean()),
     }
+
+
+def slow_fraction_agreement(
+    indicator: np.ndarray,
+    blocks: dict[str, tuple[int, int]],
+    *,
+    z_max: float = 3.0,
+    min_entries: int = 10,
+    method: str = "sokal",
+) -> dict:
+    """Do trajectories and splits agree on the fraction of a slow state (alanine dipeptide:
+    phi > 0)? An energy R-hat cannot see a slow coordinate; this looks at it directly.
+
+    Each trajectory's and each split's fraction ``f_k`` gets the standard error of a correlated
+    series, ``se_k = sqrt(f (1 - f) tau / n_k)``, with the pooled fraction ``f`` and the pooled
+    integrated autocorrelation time ``tau`` of the indicator (pooled, so a segment that never
+    visits the state still gets an honest error). Two fractions disagree when they differ by more
+    than ``z_max`` combined standard errors; ``agree`` is False when any pair of trajectories or
+    of splits does, or when the state was entered fewer than ``min_entries`` times in all (one
+    long excursion has an autocorrelation time as long as itself, so its errors are large and
+    say nothing: the data then simply do not sample the slow coordinate).
+
+    Args:
+        indicator: ``(n_traj, n_frames)`` 0/1 series (frame in the slow state).
+        blocks: split name -> ``(start, stop)`` frame range (the same in every trajectory).
+        z_max: the disagreement threshold, in standard errors.
+
+    Returns:
+        ``fraction``, ``iat_frames``, ``per_trajectory`` / ``per_split`` (``fraction``, ``se``),
+        ``max_z_trajectories``, ``max_z_splits``, ``z_max``, ``entries`` (visits of the state),
+        ``min_entries``, ``agree``.
+    """
+    ind = np.asarray(indicator, dtype=np.float64)
+    if ind.ndim != 2:
+        raise ValueError(f"indicator must be (n_traj, n_frames), got shape {ind.shape}")
+    f = float(ind.mean())
+    if 0.0 < f < 1.0 and ind.shape[1] >= 4:
+        tau = float(integrated_autocorrelation_time(ind - ind.mean(), method=method, pooled=True))
+        tau = max(tau, 1.0)
+    else:
+        tau = 1.0  # the state was never (or always) visited: nothing to compare
+    var = f * (1.0 - f) * tau
+
+    def entry(values: np.ndarray) -> dict:
+        return {"fraction": float(values.mean()), "se": float(math.sqrt(var / values.size))}
+
+    per_traj = [entry(row) for row in ind]
+    per_split = {k: entry(ind[:, a:b]) for k, (a, b) in blocks.items()}
+
+    def max_z(entries: list[dict]) -> float:
+        z = 0.0
+        for i in range(len(entries)):
+            for j in range(i + 1, len(entries)):
+                se = math.hypot(entries[i]["se"], entries[j]["se"])
+                if se > 0:
+                    z = max(z, abs(entries[i]["fraction"] - entries[j]["fraction"]) / se)
+        return z
+
+    z_traj, z_split = max_z(per_traj), max_z(list(per_split.values()))
+    entries = int(((ind[:, 1:] > 0.5) & (ind[:, :-1] < 0.5)).sum() + (ind[:, 0] > 0.5).sum())
+    return {
+        "fraction": f, "iat_frames": tau, "per_trajectory": per_traj, "per_split": per_split,
+        "max_z_trajectories": z_traj, "max_z_splits": z_split, "z_max": float(z_max),
+        "entries": entries, "min_entries": int(min_entries),
+        "agree": bool(z_traj <= z_max and z_split <= z_max and entries >= min_entries),
+    }

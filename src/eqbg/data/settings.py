@@ -55,7 +55,10 @@ key                        default            meaning
 (fail only if ``|T_conf - 1|`` exceeds both ``k`` standard errors and the tolerance),
 ``min_ess`` 500 (total effective samples of the energy over all kept samples),
 ``acceptance_min`` 0.1 / ``acceptance_max`` 0.9 (every chain's post-burn-in acceptance),
-``max_phi_positive`` 0.15 (MD of alanine dipeptide: fraction of frames with phi > 0).
+``max_phi_positive`` 0.15 (MD of alanine dipeptide: fraction of frames with phi > 0),
+``phi_agreement_z_max`` 3.0 and ``phi_agreement`` "warn" or "fail" (MD of alanine dipeptide:
+trajectories and splits agree on the phi > 0 fraction within that many autocorrelated standard
+errors; the energy R-hat cannot see this slow coordinate).
 
 The configurational temperature (``conf_temp`` of the MD sampler, ``conf_temp_samples`` > 0 of
 the others) needs the Laplacian of the energy, i.e. second derivatives by double backward
@@ -100,6 +103,12 @@ CONVERGENCE_DEFAULTS: dict[str, Any] = {
     "acceptance_min": 0.1,
     "acceptance_max": 0.9,
     "max_phi_positive": 0.15,
+    # alanine dipeptide MD: trajectories and splits must agree on the phi > 0 fraction within
+    # this many standard errors (autocorrelated; eqbg.data.diagnostics.slow_fraction_agreement)
+    "phi_agreement_z_max": 3.0,
+    # what a disagreement does: "warn" (recorded in the diagnostics as
+    # converged_slow_coordinate: false and logged) or "fail" (a failed convergence check)
+    "phi_agreement": "warn",
 }
 
 _COMMON: dict[str, Any] = {
@@ -262,7 +271,10 @@ def _validate(s: dict[str, Any], sampler: str) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"splits.{name} must be a positive integer, got {n!r}")
     for key, value in s["convergence"].items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if key == "phi_agreement":
+            if value not in ("warn", "fail"):
+                raise ValueError(f"convergence.phi_agreement must be 'warn' or 'fail', got {value!r}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ValueError(f"convergence.{key} must be a number, got {value!r}")
     nt = s["num_threads"]
     if nt is not None and (not isinstance(nt, int) or isinstance(nt, bool) or nt < 1):
