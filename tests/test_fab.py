@@ -284,3 +284,33 @@ def test_pipeline_trains_gmm40_from_the_energy_alone_and_shows_the_fab_table(tmp
     row = next(line for line in summary.splitlines() if re.match(r"^\| realnvp +\| fab +\| nobuffer", line))
     assert "0.204" in row and "0.64" not in row  # FAB without buffer's published ESS only
     assert (results / "figures/gmm40/ess.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("buffer", [False, True])
+def test_fab_ignores_failed_points_in_loss_and_gradient(buffer):
+    """AIS points where the flow's density underflows (log q = -inf) or is absurd (-1e200, which
+    an affine flow's exponential scales produce far out) carry no training signal: the loss and
+    its gradient stay finite (they gave NaN / inf gradients and stopped GMM-40 runs)."""
+    flow = _realnvp(perturb=0.1)
+    system = get_system("gmm40")
+    ts = TrainingSettings(batch_size=8, fab_buffer=buffer, fab_buffer_batches=2, fab_buffer_min_batches=1,
+                          fab_updates_per_ais=1, ais_n_intermediate=1, ais_transition="metropolis",
+                          dtype="float64", device="cpu")
+    loss = build_loss("fab", ts, system)
+    far = torch.full((1, 1, 2), 1e6, dtype=torch.float64)
+    original = loss.ais.run
+
+    def run_with_failed_points(z, log_q, log_p, **kw):
+        res = original(z, log_q, log_p, **kw)
+        res.z[:2] = far  # two points far out: q underflows there
+        res.log_q[0], res.log_q[1] = -math.inf, -1e200
+        return res
+
+    loss.ais.run = run_with_failed_points
+    gen = torch.Generator().manual_seed(6)
+    for _ in range(2):
+        value = loss(flow, None, generator=gen)
+        value.backward()
+        assert math.isfinite(float(value))
+        assert all(torch.isfinite(p.grad).all() for p in flow.parameters() if p.grad is not None)
+        flow.zero_grad()
