@@ -36,10 +36,10 @@ def supports_ais(flow: Any) -> bool:
     return isinstance(flow, Flow) and type(flow).state_log_prob is not Flow.state_log_prob
 
 
-def trained_step_sizes(run_dir: str | Path, settings: AISSettings) -> list[float] | None:
-    """The HMC step sizes a FAB run adapted (its checkpoint's loss state), when its AIS had the
-    same number of intermediate distributions; else ``None``."""
-    path = Path(run_dir) / "checkpoint.pt"
+def trained_step_sizes(checkpoint: str | Path, settings: AISSettings) -> list[float] | None:
+    """The HMC step sizes a FAB run adapted (the loss state in its ``checkpoint.pt``), when its
+    AIS had the same number of intermediate distributions; else ``None``."""
+    path = Path(checkpoint)
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False).get("loss") or {}
@@ -52,7 +52,8 @@ def ais_refinement(
     energy: Any,
     options: Mapping[str, Any],
     *,
-    step_sizes: list[float] | None = None,
+    checkpoint: str | Path | None = None,
+    log_z: float | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """AIS (alpha = 1) from ``n`` flow samples; returns ``(metrics, log_w)``.
 
@@ -60,13 +61,16 @@ def ais_refinement(
         flow: a trained flow with ``state_log_prob`` (see :func:`supports_ais`).
         energy: the target's reduced energy ``u(x)``.
         options: :class:`AISSettings` keys plus :data:`AIS_DEFAULTS` keys.
-        step_sizes: trained HMC step sizes (skip the tuning).
+        checkpoint: the run's ``checkpoint.pt``: a FAB run's trained HMC step sizes are taken
+            from it (:func:`trained_step_sizes`) instead of tuning.
+        log_z: the target's exact log normaliser, where known (adds ``log_z_ais_error``).
 
     Returns:
         Metrics ``ess_ais`` (Kish, fraction), ``ess_ais_n``, ``ais_n_intermediate``,
         ``ais_transition``, ``ais_step_sizes``, ``ais_step_sizes_from``, ``n_energy_evals_ais``
         (reported samples only), ``n_energy_evals_ais_tuning``, ``ais_time_s``,
-        ``ais_n_invalid``, ``ais_acceptance``; and the log weights.
+        ``ais_n_invalid``, ``ais_acceptance``, ``log_z_ais_estimate`` (and ``log_z_ais_error``);
+        and the log weights.
     """
     options = dict(options)
     extra = {k: options.pop(k, v) for k, v in AIS_DEFAULTS.items()}
@@ -79,13 +83,10 @@ def ais_refinement(
     _, device = flow.dtype_device()
     gen = torch.Generator(device=device).manual_seed(int(extra["seed"]))
 
-    def target(z):
-        return flow.state_target_log_prob(z, energy)
-
     def run(num: int, adapt: bool):
-        z0, _ = flow.state_sample(num, generator=gen)
-        return ais.run(z0, flow.state_log_prob, target, generator=gen, adapt=adapt, project=flow.state_project)
+        return ais.run_from_flow(flow, energy, num, generator=gen, adapt=adapt)
 
+    step_sizes = trained_step_sizes(checkpoint, settings) if checkpoint is not None else None
     tuning_evals, source = 0, "initial"
     if step_sizes is not None:
         ais.step_sizes, source = [float(e) for e in step_sizes], "trained (FAB checkpoint)"
@@ -113,4 +114,6 @@ def ais_refinement(
     }
     finite = log_w_all[np.isfinite(log_w_all)]
     metrics["log_z_ais_estimate"] = float(np.logaddexp.reduce(finite) - math.log(len(log_w_all))) if finite.size else None
+    if log_z is not None and metrics["log_z_ais_estimate"] is not None:
+        metrics["log_z_ais_error"] = metrics["log_z_ais_estimate"] - float(log_z)
     return metrics, log_w_all

@@ -8,8 +8,6 @@ figures need, so they regenerate without the model).
 
 from __future__ import annotations
 
-import dataclasses
-
 import logging
 import math
 import time
@@ -645,17 +643,14 @@ def evaluate_run(
         sys_obj, samples, x_test, flow=flow, settings=cfg, loss=ident.get("loss"), train_curve=curve
     )
     if cfg["ais"]:
-        from eqbg.evaluation.ais import ais_refinement, supports_ais, trained_step_sizes
-        from eqbg.sampling.ais import AISSettings
+        from eqbg.evaluation.ais import ais_refinement, supports_ais
 
         if flow is not None and supports_ais(flow):
-            keys = {f.name for f in dataclasses.fields(AISSettings)}
-            trained = trained_step_sizes(run_dir, AISSettings(**{k: v for k, v in cfg["ais"].items() if k in keys}))
-            ais_metrics, arrays["log_w_ais"] = ais_refinement(flow, sys_obj.energy, cfg["ais"], step_sizes=trained)
+            ais_metrics, arrays["log_w_ais"] = ais_refinement(
+                flow, sys_obj.energy, cfg["ais"], checkpoint=run_dir / "checkpoint.pt",
+                log_z=getattr(sys_obj, "log_z", None),
+            )
             metrics.update(ais_metrics)
-            log_z = getattr(sys_obj, "log_z", None)
-            if log_z is not None and metrics["log_z_ais_estimate"] is not None:
-                metrics["log_z_ais_error"] = metrics["log_z_ais_estimate"] - float(log_z)
         else:
             metrics["ais_skipped"] = "the flow has no cheap differentiable density (AIS needs a coupling flow)"
     metrics.update(ident)

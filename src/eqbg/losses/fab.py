@@ -89,11 +89,7 @@ class FlowAnnealedBootstrap(Loss):
 
     def run_ais(self, flow: Flow, generator: torch.Generator, *, adapt: bool = True, num: int | None = None) -> AISResult:
         """AIS from ``num`` (default ``B``) fresh flow samples towards ``p^alpha q^(1-alpha)``."""
-        z0, _ = flow.state_sample(num or self.batch_size, generator=generator)
-        result = self.ais.run(
-            z0, flow.state_log_prob, lambda z: flow.state_target_log_prob(z, self.energy),
-            generator=generator, adapt=adapt, project=flow.state_project,
-        )
+        result = self.ais.run_from_flow(flow, self.energy, num or self.batch_size, generator=generator, adapt=adapt)
         self.n_energy_evals += result.n_target_evals
         self.last_ais = result
         return result

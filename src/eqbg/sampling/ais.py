@@ -194,6 +194,24 @@ class AnnealedImportanceSampler:
         return AISResult(z.detach(), log_w.detach(), lq.detach(), lp.detach(), acceptance,
                          int(invalid.sum()), int(n_evals))
 
+    def run_from_flow(
+        self,
+        flow,
+        energy: Callable[[Tensor], Tensor],
+        num: int,
+        *,
+        generator: torch.Generator | None = None,
+        adapt: bool | None = None,
+    ) -> AISResult:
+        """AIS from ``num`` fresh samples of ``flow`` in its sampling state (``Flow.state_*``:
+        its density, the target density of its state for the reduced energy ``energy``, and the
+        projection onto the state's subspace)."""
+        z0, _ = flow.state_sample(num, generator=generator)
+        return self.run(
+            z0, flow.state_log_prob, lambda z: flow.state_target_log_prob(z, energy),
+            generator=generator, adapt=adapt, project=flow.state_project,
+        )
+
     def _step_size(self, j: int) -> float:
         return self.step_sizes[j - 1] if self.settings.transition == "hmc" else float(self.settings.step_size)
 
