@@ -274,7 +274,7 @@ def evaluate_samples(
     # mode coverage of targets with known modes (GMM-40: 40 means; Many-Well-32: 2^16 sign
     # patterns): how many distinct modes the valid samples reach (FAB's point: ESS alone hides
     # dropped modes)
-    if hasattr(system, "mode_index"):
+    if "modes" in system.observables:
         modes = system.mode_index(torch.as_tensor(x[ok]))
         reached = int(torch.unique(modes[modes >= 0]).numel())
         # with fewer valid samples than modes (Many-Well-32: 2^16) the coverage cannot exceed
@@ -286,10 +286,10 @@ def evaluate_samples(
 
     # FAB's bias of a quadratic expectation (GMM-40): |E_hat - E| / |E| over repeated estimates
     # from 1000 samples each, self-normalised importance weights and plain averages
-    if hasattr(system, "quadratic_test_function"):
+    if "test_function" in system.observables:
         f, exact = system.quadratic_test_function()
         fx = f(torch.as_tensor(x)).numpy()
-        per = 1000 if n >= 1000 else n
+        per = min(1000, n)
         reps = n // per
         for kind in ("weighted", "unweighted"):
             errors = []
@@ -415,11 +415,16 @@ def evaluate_samples(
             distance_hist_reweighted=density_histogram(d_flow, dedges, w_pairs if d_flow.size else None),
         )
 
-    # --- chiral systems (alanine dipeptide): an E(3)-equivariant flow also generates the mirror
-    # images (D). They are mirrored into L before the dihedral observables, weights unchanged
-    # (exact for the symmetrised target: eqbg.systems.aldp.map_d_to_l); the same for test data.
+    # --- chiral systems (alanine dipeptide): E(3)-equivariant flows also generate D-alanine
+    # (mirror images); the force field cannot tell them apart, so reweighting does not remove
+    # them: report their share, and mirror them into L before the dihedral observables, weights
+    # unchanged (exact for the symmetrised target: eqbg.systems.aldp.map_d_to_l); test data alike.
     x_obs, x_test_obs = x, x_test_np
-    if hasattr(system, "map_to_l"):
+    if "chirality" in system.observables:
+        chir_flow = system.chirality(x)
+        metrics["frac_d_chirality_flow"] = float(np.mean(chir_flow[ok] < 0)) if ok.any() else float("nan")
+        metrics["frac_d_chirality_data"] = float(np.mean(system.chirality(x_test_np) < 0))
+        arrays["chirality_flow"] = chir_flow
         x_obs, was_d = system.map_to_l(x)
         x_test_obs, was_d_test = system.map_to_l(x_test_np)
         metrics.update(n_mapped_d_to_l=int(was_d.sum()), n_mapped_d_to_l_test=int(was_d_test.sum()))
@@ -453,14 +458,6 @@ def evaluate_samples(
             ramachandran_kl_flow=_kl(h_data, h_flow),
             ramachandran_kl_reweighted=_kl(h_data, h_rw),
         )
-    if "chirality" in system.observables:
-        # E(3)-equivariant flows also generate D-alanine (mirror images); the force field cannot
-        # tell them apart, so reweighting does not remove them: report their share (the dihedral
-        # observables above use them mirrored into L).
-        chir_flow = system.chirality(x)
-        metrics["frac_d_chirality_flow"] = float(np.mean(chir_flow[ok] < 0)) if ok.any() else float("nan")
-        metrics["frac_d_chirality_data"] = float(np.mean(system.chirality(x_test_np) < 0))
-        arrays["chirality_flow"] = chir_flow
 
     # --- cost
     wall = _scalar(samples.get("wall_time_s"))

@@ -112,14 +112,15 @@ _REGISTRY: dict[str, _Entry] = {
     "gmm40": _Entry(
         SystemSpec(
             name="gmm40", n_particles=1, spatial_dim=2, com_free=False, length_unit="reduced",
-            reference_sampler="exact", options=("n_modes", "loc_scaling", "log_var_scaling", "seed"),
+            reference_sampler="exact", observables=("modes", "test_function"),
+            options=("n_modes", "loc_scaling", "log_var_scaling", "seed"),
         ),
         lambda **o: GaussianMixture40(**o),
     ),
     "manywell32": _Entry(
         SystemSpec(
             name="manywell32", n_particles=16, spatial_dim=2, com_free=False,
-            length_unit="reduced", reference_sampler="exact",
+            length_unit="reduced", reference_sampler="exact", observables=("modes",),
         ),
         lambda **o: ManyWell(n_wells=16, **o),
     ),

@@ -7,7 +7,7 @@ A system is a Boltzmann density ``p(x) ∝ exp(-u(x))`` over particle positions
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -21,9 +21,11 @@ from torch import Tensor
 REFERENCE_SAMPLERS: tuple[str, ...] = ("mcmc", "md", "exact")
 
 #: Extra observables a system may offer beyond energies and pair distances, each with the
-#: :class:`System` method that computes it: ``"dihedrals"`` -> :meth:`System.dihedrals`,
-#: ``"chirality"`` -> :meth:`System.chirality`.
-OBSERVABLES: tuple[str, ...] = ("dihedrals", "chirality")
+#: :class:`System` methods that compute it: ``"dihedrals"`` -> :meth:`System.dihedrals`,
+#: ``"chirality"`` -> :meth:`System.chirality` and :meth:`System.map_to_l`, ``"modes"`` ->
+#: :meth:`System.mode_index` (with an ``n_modes`` attribute), ``"test_function"`` ->
+#: :meth:`System.quadratic_test_function`.
+OBSERVABLES: tuple[str, ...] = ("dihedrals", "chirality", "modes", "test_function")
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,21 @@ class System:
         """Signed chirality volume ``(batch,)`` of ``x: (batch, n, d)`` (positive: the natural
         enantiomer); only for systems with ``"chirality"`` in ``observables``."""
         raise NotImplementedError(f"{self.name} has no chirality observable ({self.observables=})")
+
+    def map_to_l(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x with the unnatural enantiomers mirrored, which were mirrored (batch,) bool)``;
+        only for systems with ``"chirality"`` in ``observables``."""
+        raise NotImplementedError(f"{self.name} has no chirality observable ({self.observables=})")
+
+    def mode_index(self, x: Tensor) -> Tensor:
+        """``(batch,)`` index in ``[0, n_modes)`` of the mode each configuration lies in (-1: in
+        none); only for systems with ``"modes"`` in ``observables``."""
+        raise NotImplementedError(f"{self.name} has no known modes ({self.observables=})")
+
+    def quadratic_test_function(self, seed: int = 0) -> tuple[Callable[[Tensor], Tensor], float]:
+        """``(f, E_p[f])``: a test function and its exact expectation under the target; only for
+        systems with ``"test_function"`` in ``observables``."""
+        raise NotImplementedError(f"{self.name} has no test function ({self.observables=})")
 
     def spec_mismatch(self, spec: SystemSpec) -> list[str]:
         """Fields of :data:`SPEC_FIELDS` on which this system and ``spec`` disagree (empty when
