@@ -202,6 +202,8 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
     if (stats["variant"] != "").any():
         out["variant"] = stats["variant"]
     out["n seeds"] = stats["n_seeds"]
+    # a published row names a variant when it is one (e.g. FAB without buffer)
+    pub_variant = with_variant(pub)["variant"]
     for m in metrics:
         out[TABLE_METRICS[m]] = [
             _mean_sem_cell(r[f"{m}_mean"], r[f"{m}_sem"], r[f"{m}_n"], r["n_seeds"]) for _, r in stats.iterrows()
@@ -209,8 +211,6 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
         if m in PUBLISHED_COLUMNS:
             pubcol = []
             for _, r in stats.iterrows():
-                # a published row names a variant when it is one (e.g. FAB without buffer)
-                pub_variant = pub["variant"].fillna("").astype(str) if "variant" in pub else ""
                 match = pub[
                     (pub["metric"] == m)
                     & (pub["model"] == r["model"])
@@ -321,13 +321,12 @@ def sampling_speed_table(df: pd.DataFrame, system: str) -> pd.DataFrame:
     sub = df[df["system"] == system] if "system" in df else df.iloc[:0]
     if sub.empty or "samples_per_s" not in sub:
         return pd.DataFrame()
-    variant = sub["variant"].fillna("").astype(str) if "variant" in sub else pd.Series("", index=sub.index)
-    reference = sub[(sub["model"] == SPEED_REFERENCE_MODEL) & (variant == "")]
+    frame = with_variant(sub)
+    reference = frame[(frame["model"] == SPEED_REFERENCE_MODEL) & (frame["variant"] == "")]
     ref_speed = float(np.nanmean(_numeric(reference, "samples_per_s"))) if len(reference) else float("nan")
     ref_eff = float(np.nanmean(_numeric(reference, "ess_per_s"))) if len(reference) else float("nan")
     rows = []
-    keys = ["model", "loss"] + (["variant"] if (variant != "").any() else [])
-    frame = sub.assign(variant=variant)
+    keys = ["model", "loss"] + (["variant"] if (frame["variant"] != "").any() else [])
     for key, group in frame.groupby(keys, sort=True):
         key = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         kinds = sorted({

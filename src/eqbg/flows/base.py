@@ -182,10 +182,6 @@ class Flow(nn.Module, ABC):
         """``(B,)`` unnormalised target log density of states (default ``-u(x)``)."""
         return -energy(z)
 
-    def state_positions(self, z: Tensor) -> Tensor:
-        """The configurations ``(B, n, d)`` of states."""
-        return z
-
     def state_project(self, v: Tensor) -> Tensor:
         """Project state-space vectors (momenta, proposal noise) onto the density's subspace."""
         return v - v.mean(dim=-2, keepdim=True) if self.com_free else v

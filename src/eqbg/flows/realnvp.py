@@ -63,18 +63,14 @@ class RealNVPFlow(Flow):
         with warnings.catch_warnings():
             # normflows' LU initialisation calls torch.lu, deprecated in favour of linalg.lu_factor
             warnings.filterwarnings("ignore", message="torch.lu is deprecated")
-            self._add_layers(layers, nf, n_layers, dim, half, hidden, n_hidden_layers, lu_linear)
+            for _ in range(n_layers):
+                net = nf.nets.MLP([half] + [hidden] * n_hidden_layers + [2 * (dim - half)], init_zeros=True)
+                layers.append(nf.flows.AffineCouplingBlock(net, scale_map="exp", split_mode="channel"))
+                layers.append(nf.flows.InvertibleAffine(dim, use_lu=True) if lu_linear else nf.flows.Permute(dim, mode="swap"))
         base = nf.distributions.DiagGaussian(dim, trainable=trainable_base)
         with torch.no_grad():
             base.log_scale.fill_(math.log(prior_scale))
         self.flow = nf.NormalizingFlow(base, layers)
-
-    @staticmethod
-    def _add_layers(layers, nf, n_layers, dim, half, hidden, n_hidden_layers, lu_linear) -> None:
-        for _ in range(n_layers):
-            net = nf.nets.MLP([half] + [hidden] * n_hidden_layers + [2 * (dim - half)], init_zeros=True)
-            layers.append(nf.flows.AffineCouplingBlock(net, scale_map="exp", split_mode="channel"))
-            layers.append(nf.flows.InvertibleAffine(dim, use_lu=True) if lu_linear else nf.flows.Permute(dim, mode="swap"))
 
     @property
     def event_shape(self) -> tuple[int, int]:

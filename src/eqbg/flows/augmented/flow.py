@@ -195,9 +195,6 @@ class AugmentedCouplingFlow(Flow):
         x = z[:, :, 0]
         return -energy(x) + self.log_pi(z[:, :, 1:], x)
 
-    def state_positions(self, z: Tensor) -> Tensor:
-        return remove_mean(z[:, :, 0])
-
     def state_project(self, v: Tensor) -> Tensor:
         # the joint densities are flat along a joint translation of x and a: the orthogonal
         # projection removes that direction (mean over particles and channels)
