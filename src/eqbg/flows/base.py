@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DensityKind", "DENSITY_KINDS", "FlowSample", "Flow", "one_pass_sample"]
+__all__ = ["DensityKind", "DENSITY_KINDS", "FlowSample", "Flow", "one_pass_sample", "MIN_VALID_LOG_Q", "valid_log_q"]
 
 DensityKind = Literal["exact", "estimate", "stochastic"]
 DENSITY_KINDS: tuple[str, ...] = ("exact", "estimate", "stochastic")
@@ -76,6 +76,17 @@ class FlowSample:
             "path_length": float(self.path_length),
             "n_batches": int(self.n_batches),
         }
+
+
+#: a log density below this (nats) marks a failed point, not training signal: far out, an
+#: affine flow's exponential scales give log q ~ -1e200 (the EACF authors drop such samples in
+#: maximum likelihood; FAB drops such AIS points and buffer entries)
+MIN_VALID_LOG_Q = -1e4
+
+
+def valid_log_q(log_q: Tensor) -> Tensor:
+    """``(B,)`` bool: finite and above :data:`MIN_VALID_LOG_Q`."""
+    return torch.isfinite(log_q) & (log_q > MIN_VALID_LOG_Q)
 
 
 def one_pass_sample(

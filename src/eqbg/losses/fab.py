@@ -31,17 +31,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from eqbg.flows.base import Flow
+from eqbg.flows.base import Flow, valid_log_q
 from eqbg.losses.base import Loss
 from eqbg.losses.replay_buffer import PrioritisedReplayBuffer
 from eqbg.sampling.ais import AISResult, AISSettings, AnnealedImportanceSampler
 
-__all__ = ["FlowAnnealedBootstrap", "MIN_LOG_Q"]
-
-#: points whose flow log density is below this are failed points, not training signal (a far
-#: AIS point can get log q ~ -1e200 from an affine flow's exponential scales); the EACF authors
-#: drop them likewise in maximum likelihood
-MIN_LOG_Q = -1e4
+__all__ = ["FlowAnnealedBootstrap"]
 
 
 class FlowAnnealedBootstrap(Loss):
@@ -98,11 +93,12 @@ class FlowAnnealedBootstrap(Loss):
         if self.buffer is None:
             res = self.run_ais(flow, generator)
             w_bar = torch.softmax(res.log_w, dim=0)
-            # only points with weight and a density above MIN_LOG_Q enter: evaluating the others
-            # would put 0 * inf = NaN into the backward pass (an AIS point where q underflows)
-            use = (w_bar > 0) & torch.isfinite(res.log_q) & (res.log_q > MIN_LOG_Q)
+            # only points with weight and a valid density enter (eqbg.flows.base.valid_log_q):
+            # evaluating the others would put 0 * inf = NaN into the backward pass (an AIS point
+            # where q underflows)
+            use = (w_bar > 0) & valid_log_q(res.log_q)
             log_q = flow.state_log_prob(res.z[use])
-            ok = torch.isfinite(log_q) & (log_q > MIN_LOG_Q)
+            ok = valid_log_q(log_q)
             return -(w_bar[use][ok] * log_q[ok]).sum()
         buffer = self.buffer
         while not buffer.ready:  # the initial fill
@@ -115,10 +111,10 @@ class FlowAnnealedBootstrap(Loss):
         idx = self._pending.pop(0)
         z, log_w, log_q_old = buffer.get(idx)
         # entries without weight or with a failed density are not evaluated (see above)
-        use = torch.isfinite(log_w) & torch.isfinite(log_q_old) & (log_q_old > MIN_LOG_Q)
+        use = torch.isfinite(log_w) & valid_log_q(log_q_old)
         log_q = flow.state_log_prob(z[use])
         ratio = torch.exp((1.0 - self.alpha) * (log_q.detach() - log_q_old[use])).clamp(max=self.weight_clip)
-        ok = torch.isfinite(log_q) & torch.isfinite(ratio) & (log_q > MIN_LOG_Q)
+        ok = valid_log_q(log_q) & torch.isfinite(ratio)
         loss = -(ratio[ok] * log_q[ok]).sum() / max(int(ok.sum()), 1)
         log_q_all = torch.full_like(log_q_old, -math.inf)
         log_q_all[use] = log_q.detach()

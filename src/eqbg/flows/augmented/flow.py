@@ -34,13 +34,11 @@ from torch import Tensor, nn
 
 from eqbg.flows.augmented.coupling import AugmentedCoupling
 from eqbg.flows.augmented.frames import FRAMES
-from eqbg.flows.base import Flow, FlowSample, one_pass_sample
+from eqbg.flows.base import Flow, FlowSample, one_pass_sample, valid_log_q
+from eqbg.flows.priors import CoMFreeGaussian
 from eqbg.geometry import remove_mean
 
 __all__ = ["AugmentedCouplingFlow"]
-
-#: log densities below this are treated as failed samples in the training objective
-MIN_TRAIN_LOG_Q = -1e4
 
 
 class AugmentedCouplingFlow(Flow):
@@ -95,7 +93,7 @@ class AugmentedCouplingFlow(Flow):
         if not (prior_scale > 0 and aug_scale > 0):
             raise ValueError("prior_scale and aug_scale must be positive")
         self.n, self.d, self.n_aug = int(n_particles), int(spatial_dim), int(n_aug)
-        self.prior_scale, self.aug_scale = float(prior_scale), float(aug_scale)
+        self.aug_scale = float(aug_scale)
         self.marginal_k, self.aux_loss_weight = int(marginal_k), float(aux_loss_weight)
         if frame != "proj" and proj_transform != "affine":
             raise ValueError("proj_transform applies to the 'proj' frame only")
@@ -115,7 +113,7 @@ class AugmentedCouplingFlow(Flow):
         if identical_init:
             for i in range(2, len(self.couplings)):
                 self.couplings[i].load_state_dict(self.couplings[i % 2].state_dict())
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+        self.prior = CoMFreeGaussian(n_particles, spatial_dim, scale=prior_scale)
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -145,17 +143,13 @@ class AugmentedCouplingFlow(Flow):
         return x.unsqueeze(2) + self.aug_scale * eps
 
     def base_log_prob(self, z: Tensor) -> Tensor:
-        """``log q0(x, a)`` of ``z (B, n, 1+A, d)`` (``x`` assumed CoM-free)."""
+        """``log q0(x, a)`` of ``z (B, n, 1+A, d)``."""
         x = z[:, :, 0]
-        s2 = self.prior_scale**2
-        log_x = -0.5 * x.pow(2).flatten(1).sum(-1) / s2 - 0.5 * (self.n - 1) * self.d * math.log(2 * math.pi * s2)
-        return log_x + self.log_pi(z[:, :, 1:], x)
+        return self.prior.log_prob(x) + self.log_pi(z[:, :, 1:], x)
 
     def base_sample(self, num: int, generator: torch.Generator | None = None) -> Tensor:
         """``z ~ q0``: ``(num, n, 1+A, d)``."""
-        dtype, device = self.dtype_device()
-        x = remove_mean(torch.randn((num, self.n, self.d), generator=generator, dtype=dtype, device=device))
-        x = x * self.prior_scale
+        x = self.prior.sample(num, generator=generator)
         return torch.cat([x.unsqueeze(2), self.sample_pi(x, generator)], dim=2)
 
     def forward_joint(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -179,7 +173,7 @@ class AugmentedCouplingFlow(Flow):
     def aux_loss(self) -> Tensor:
         """Mean collinearity loss of the couplings' last calls (``(B,)``)."""
         terms = [c.last_aux for c in self.couplings if c.last_aux is not None]
-        return torch.stack(terms).mean(0) if terms else self._anchor.new_zeros(())
+        return torch.stack(terms).mean(0) if terms else self.prior._anchor.new_zeros(())
 
     # ------------------------------------------------------------------ sampling state
     # The state of AIS and FAB is the joint (x, a): z (B, n, 1+A, d), target p(x) pi(a|x).
@@ -249,7 +243,7 @@ class AugmentedCouplingFlow(Flow):
         x = remove_mean(self.check_x(x))
         a = self.sample_pi(x, generator)
         lw = self.joint_log_prob(x, a) - self.log_pi(a, x)
-        ok = torch.isfinite(lw) & (lw > MIN_TRAIN_LOG_Q)
+        ok = valid_log_q(lw)
         if not bool(ok.any()):
             return lw.new_full((), math.inf)
         loss = -lw[ok].mean()
