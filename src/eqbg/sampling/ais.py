@@ -119,6 +119,20 @@ def _value_and_grad(fn: LogDensity, z: Tensor) -> tuple[Tensor, Tensor]:
     return value.detach(), grad.detach()
 
 
+def _accept(log_accept: Tensor, valid: Tensor, gen: torch.Generator | None) -> Tensor:
+    """``(B,)`` Metropolis-Hastings decisions: ``log u < log_accept`` where the proposal is valid."""
+    u = torch.rand(log_accept.shape, generator=gen, dtype=log_accept.dtype, device=log_accept.device)
+    return valid & (torch.log(u) < torch.where(valid, log_accept, torch.zeros_like(log_accept)))
+
+
+def _select(acc: Tensor, *pairs: tuple[Tensor, Tensor]) -> tuple[Tensor, ...]:
+    """The proposed tensor of each ``(proposed, current)`` pair where ``acc``, the current one
+    elsewhere (``acc`` broadcast over the trailing dimensions)."""
+    return tuple(
+        torch.where(acc.view(-1, *([1] * (new.dim() - 1))), new, old) for new, old in pairs
+    )
+
+
 class AnnealedImportanceSampler:
     """AIS with per-distribution step sizes that persist (and are checkpointed) across calls."""
 
@@ -229,13 +243,10 @@ class AnnealedImportanceSampler:
             rn = rn + (eps if step < L - 1 else 0.5 * eps) * grad
         h1 = -(cq * lqn + cp * lpn) + 0.5 * _sum(rn * rn)
         log_accept = h0 - h1
-        finite = torch.isfinite(log_accept) & torch.isfinite(_sum(glqn + glpn))
-        finite &= log_accept > -self.settings.divergence_threshold
-        u = torch.rand(z.shape[0], generator=gen, dtype=z.dtype, device=z.device)
-        acc = finite & (torch.log(u) < torch.where(finite, log_accept, torch.zeros_like(log_accept)))
-        keep = acc.view(-1, *([1] * (z.dim() - 1)))
-        return (torch.where(keep, zn, z), torch.where(acc, lqn, lq), torch.where(acc, lpn, lp),
-                torch.where(keep, glqn, glq), torch.where(keep, glpn, glp), acc)
+        valid = torch.isfinite(log_accept) & torch.isfinite(_sum(glqn + glpn))
+        valid &= log_accept > -self.settings.divergence_threshold
+        acc = _accept(log_accept, valid, gen)
+        return (*_select(acc, (zn, z), (lqn, lq), (lpn, lp), (glqn, glq), (glpn, glp)), acc)
 
     def _metropolis(self, z, lq, lp, cq, cp, j, log_q, log_p, gen, project):
         eps = self._step_size(j)
@@ -243,11 +254,8 @@ class AnnealedImportanceSampler:
         with torch.no_grad():
             lqn, lpn = log_q(zn), log_p(zn)
         log_accept = (cq * lqn + cp * lpn) - (cq * lq + cp * lp)
-        finite = torch.isfinite(log_accept)
-        u = torch.rand(z.shape[0], generator=gen, dtype=z.dtype, device=z.device)
-        acc = finite & (torch.log(u) < torch.where(finite, log_accept, torch.zeros_like(log_accept)))
-        keep = acc.view(-1, *([1] * (z.dim() - 1)))
-        return torch.where(keep, zn, z), torch.where(acc, lqn, lq), torch.where(acc, lpn, lp), acc
+        acc = _accept(log_accept, torch.isfinite(log_accept), gen)
+        return (*_select(acc, (zn, z), (lqn, lq), (lpn, lp)), acc)
 
     def state_dict(self) -> dict[str, list[float]]:
         return {"step_sizes": list(self.step_sizes)}
