@@ -471,6 +471,30 @@ def test_evaluate_samples_aldp_basins_and_dihedrals():
     assert arrays["phi_flow"].shape == (80,) and arrays["rama_hist_data"].shape == (36, 36)
     assert arrays["rama_hist_flow"].sum() == pytest.approx(1.0)
     assert metrics["n_failed"] == 0
+    # flow and test data hold the same two structures in other proportions (1/2 vs 1/3)
+    for key in ("ramachandran_kl_flow", "phi_kl_flow", "psi_kl_flow"):
+        assert 0.0 < metrics[key] < 10.0, key
+    assert np.isfinite(metrics["phi_kl_reweighted"]) and np.isfinite(metrics["psi_kl_reweighted"])
+
+
+def test_histogram_kl_is_zero_for_a_sample_with_itself_and_grows_with_a_shift():
+    from eqbg.evaluation import histogram_kl, ramachandran_histogram
+
+    rng = np.random.default_rng(8)
+    phi, psi = rng.vonmises(-1.4, 4.0, 5000), rng.vonmises(2.6, 4.0, 5000)
+    h, _ = ramachandran_histogram(phi, psi)
+    assert h.shape == (64, 64) and histogram_kl(h, h) == pytest.approx(0.0, abs=1e-12)
+    kls = []
+    for shift in (0.2, 0.5, 1.0):
+        h_shift, _ = ramachandran_histogram(np.angle(np.exp(1j * (phi + shift))), psi)
+        kls.append(histogram_kl(h, h_shift))
+    assert 0.0 < kls[0] < kls[1] < kls[2]
+    # hand-computed case: p = (1/2, 1/2), q = (1/4, 3/4)
+    expected = 0.5 * math.log(2.0) + 0.5 * math.log(2.0 / 3.0)
+    assert histogram_kl(np.array([1.0, 1.0]), np.array([1.0, 3.0]), eps=0.0) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="same bins"):
+        histogram_kl(np.ones(3), np.ones(4))
+    assert np.isnan(histogram_kl(h, np.zeros_like(h)))  # no flow samples: no KL
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -12,6 +12,7 @@ from eqbg.evaluation.dihedrals import (
 from eqbg.evaluation.distributions import (
     common_bins,
     density_histogram,
+    histogram_kl,
     pairwise_distances,
     wasserstein_1d,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "conventions_table",
     "convert_nll",
     "density_histogram",
+    "histogram_kl",
     "find_failed_samples",
     "forward_ess",
     "kish_ess",

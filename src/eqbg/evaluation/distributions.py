@@ -121,3 +121,18 @@ def density_histogram(values: np.ndarray, edges: np.ndarray, weights: np.ndarray
     if total <= 0:
         return np.zeros(len(edges) - 1)
     return counts / (total * np.diff(edges))
+
+
+def histogram_kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-10) -> float:
+    """``KL(p || q)`` in nats of two histograms over the same bins (any shape; each is
+    normalised to sum 1 after adding ``eps`` per bin, the FAB/EACF regulariser, so empty bins
+    of ``q`` give a large but finite value); NaN when either histogram is empty (no samples)."""
+    p = np.asarray(p, dtype=np.float64).ravel()
+    q = np.asarray(q, dtype=np.float64).ravel()
+    if p.shape != q.shape:
+        raise ValueError(f"histograms must have the same bins, got {p.size} and {q.size}")
+    if not (p.sum() > 0 and q.sum() > 0):
+        return float("nan")
+    p, q = p + eps, q + eps
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))

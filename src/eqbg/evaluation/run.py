@@ -26,6 +26,7 @@ from eqbg.evaluation.dihedrals import basin_free_energy_difference, ramachandran
 from eqbg.evaluation.distributions import (
     common_bins,
     density_histogram,
+    histogram_kl,
     pairwise_distances,
     wasserstein_1d,
 )
@@ -72,6 +73,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "distance_seed": 0,
     "hist_bins": 100,
     "rama_bins": 64,
+    # bins of the 1-D phi / psi marginals on [-pi, pi] whose KL is reported (EACF: 200)
+    "marginal_bins": 200,
     # batch size for target energy evaluation
     "energy_batch_size": 4096,
     # "cpu", "cuda", "cuda:N" or "auto"; a full run-settings dict's top-level "device" is used
@@ -90,11 +93,16 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "ais": None,
 }
 
+#: File beside ``test.npz`` with the umbrella-sampling reference of the phi populations
+#: (``eqbg.data.population``), read by :func:`evaluate_run` when present.
+REFERENCE_POPULATION_FILE = "md_population.json"
+
 #: Sections of a full run-settings dict (``eqbg.pipeline.run_settings``).
 RUN_SECTIONS = ("model", "train", "ode", "sample", "evaluate")
 
 #: Keys every metrics.json written by :func:`evaluate_run` holds (more are added per system:
-#: ``delta_f_*``, ``ramachandran_kl_*``, ``frac_d_chirality_*`` for aldp; ``log_z_*``,
+#: ``delta_f_*`` (``delta_f_reference`` from the umbrella-sampling reference when present),
+#: ``ramachandran_kl_*``, ``{phi,psi}_kl_*``, ``frac_d_chirality_*`` for aldp; ``log_z_*``,
 #: ``forward_kl`` for exact systems; ``modes_reached``, ``mode_coverage`` for targets with known
 #: modes; ``quadratic_bias_*`` for GMM-40; ``ess_ais`` and ``ais_*`` with ``evaluate.ais``;
 #: ``distance_*`` for particle systems).  Values that could
@@ -422,7 +430,9 @@ def evaluate_samples(
     x_obs, x_test_obs = x, x_test_np
     if "chirality" in system.observables:
         chir_flow = system.chirality(x)
-        metrics["frac_d_chirality_flow"] = float(np.mean(chir_flow[ok] < 0)) if ok.any() else float("nan")
+        # of every drawn sample (failed energies included), as the unweighted dihedral observables
+        finite = np.isfinite(chir_flow)
+        metrics["frac_d_chirality_flow"] = float(np.mean(chir_flow[finite] < 0)) if finite.any() else float("nan")
         metrics["frac_d_chirality_data"] = float(np.mean(system.chirality(x_test_np) < 0))
         arrays["chirality_flow"] = chir_flow
         x_obs, was_d = system.map_to_l(x)
@@ -435,9 +445,12 @@ def evaluate_samples(
         phi_f, psi_f = system.dihedrals(x_obs)
         arrays.update(phi_data=phi_d, psi_data=psi_d, phi_flow=phi_f, psi_flow=psi_f)
         df_data, df_data_err, _ = basin_free_energy_difference(phi_d)
-        ok_phi = ok & np.isfinite(phi_f)
+        # "flow": what the flow draws, every sample with defined dihedrals (also those whose
+        # energy failed: a poorly trained flow's backbone is still informative); "reweighted":
+        # importance weights, zero for failed samples
+        drawn = np.isfinite(phi_f) & np.isfinite(psi_f)
         df_flow, df_flow_err, _ = (
-            basin_free_energy_difference(phi_f[ok_phi]) if ok_phi.any() else (np.nan, np.nan, np.nan)
+            basin_free_energy_difference(phi_f[drawn]) if drawn.any() else (np.nan, np.nan, np.nan)
         )
         if wbar.sum() > 0:
             # a sample whose dihedral is undefined (NaN positions) gets zero weight
@@ -446,18 +459,24 @@ def evaluate_samples(
             )
         else:
             df_rw, df_rw_err = float("nan"), float("nan")
-        good = ok & np.isfinite(phi_f) & np.isfinite(psi_f)
+        good = ok & drawn
         h_data, _ = ramachandran_histogram(phi_d, psi_d, bins=cfg["rama_bins"])
-        h_flow, _ = ramachandran_histogram(phi_f[good], psi_f[good], bins=cfg["rama_bins"])
+        h_flow, _ = ramachandran_histogram(phi_f[drawn], psi_f[drawn], bins=cfg["rama_bins"])
         h_rw, _ = ramachandran_histogram(phi_f[good], psi_f[good], wbar[good], bins=cfg["rama_bins"])
         arrays.update(rama_hist_data=h_data, rama_hist_flow=h_flow, rama_hist_reweighted=h_rw)
         metrics.update(
             delta_f_data=df_data, delta_f_data_err=df_data_err,
             delta_f_flow=df_flow, delta_f_flow_err=df_flow_err,
             delta_f_reweighted=df_rw, delta_f_reweighted_err=df_rw_err,
-            ramachandran_kl_flow=_kl(h_data, h_flow),
-            ramachandran_kl_reweighted=_kl(h_data, h_rw),
+            ramachandran_kl_flow=histogram_kl(h_data, h_flow),
+            ramachandran_kl_reweighted=histogram_kl(h_data, h_rw),
         )
+        # KL of the 1-D phi and psi marginals (EACF: 200 bins on [-pi, pi])
+        edges_1d = np.linspace(-np.pi, np.pi, cfg["marginal_bins"] + 1)
+        for name, data_angle, flow_angle in (("phi", phi_d, phi_f), ("psi", psi_d, psi_f)):
+            h_d = density_histogram(data_angle, edges_1d)
+            for kind, mask, w in (("flow", drawn, None), ("reweighted", good, wbar[good])):
+                metrics[f"{name}_kl_{kind}"] = histogram_kl(h_d, density_histogram(flow_angle[mask], edges_1d, w))
 
     # --- cost
     wall = _scalar(samples.get("wall_time_s"))
@@ -519,14 +538,6 @@ def energy_bins(u_data: np.ndarray, u_flow: np.ndarray, bins: int) -> np.ndarray
         lo = max(min(lo, float(qlo)), lo - 2 * span)
         hi = min(max(hi, float(qhi)), hi + 2 * span)
     return np.linspace(lo, hi, bins + 1)
-
-
-def _kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-10) -> float:
-    """``KL(p || q)`` of two normalised histograms with the FAB/EACF ``eps`` regulariser."""
-    p = p.ravel() + eps
-    q = q.ravel() + eps
-    p, q = p / p.sum(), q / q.sum()
-    return float(np.sum(p * np.log(p / q)))
 
 
 def training_cost(train_curve: pd.DataFrame | None, loss: str | None) -> dict[str, Any]:
@@ -650,6 +661,12 @@ def evaluate_run(
             metrics.update(ais_metrics)
         else:
             metrics["ais_skipped"] = "the flow has no cheap differentiable density (AIS needs a coupling flow)"
+    reference = data_dir / REFERENCE_POPULATION_FILE
+    if "dihedrals" in sys_obj.observables and reference.is_file():
+        # the converged phi > 0 free-energy difference by umbrella sampling (eqbg.data.population):
+        # the laptop MD test data hardly visit phi > 0, so delta_f_data says little
+        pop = read_json(reference)["intervals"]["phi_positive"]
+        metrics.update(delta_f_reference=pop["delta_f_kt"], delta_f_reference_err=pop["delta_f_se"])
     metrics.update(ident)
     # training-set size: the configurations the run trained on, and the n_train it asked for
     # (None: all of them); the training-set-size study plots NLL against the former
