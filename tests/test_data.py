@@ -222,6 +222,7 @@ def test_aldp_short_md(tmp_path):
         "n_workers": 2,
         "equilibration_ps": 1.0,
         "gap_ps": 2.0,
+        "split_cycles": 2,
         "check_convergence": False,
     }
     diag = make_reference_data("aldp", settings, seed=1, out_dir=tmp_path)
@@ -235,8 +236,9 @@ def test_aldp_short_md(tmp_path):
     assert diag["phi_psi"]["phi_mean_deg"] < 0
     assert len(diag["seeds"]) == 2 and diag["seeds"][0] != diag["seeds"][1]
     assert all(v > 0 for v in diag["ns_per_day"])
-    # blocks are separated by the gap inside every trajectory
-    assert diag["blocks"]["val"][0] - diag["blocks"]["train"][1] == 2
+    # two cycles of blocks, each block followed by the gap, in every trajectory
+    assert diag["blocks"] == {"train": [[0, 5], [16, 21]], "val": [[7, 9], [23, 25]], "test": [[11, 14], [27, 30]]}
+    assert diag["frames_per_trajectory"] == 30
     assert math.isfinite(diag["energy"]["mean"])
 
 
@@ -362,3 +364,103 @@ def test_check_convergence_fails_on_slow_coordinate_disagreement_only_when_asked
     fails = check_convergence(diag, {**CONVERGENCE_DEFAULTS, "phi_agreement": "fail"})
     assert len(fails) == 1 and "7.0 standard errors" in fails[0] and "train 0.010" in fails[0]
     assert "not converged" in fails[0]
+
+
+def test_md_split_blocks_cycle_disjoint_blocks_with_gaps_and_enough_frames():
+    from eqbg.data.dataset import md_split_blocks
+
+    sizes = {"train": 1000, "val": 100, "test": 200}
+    one = md_split_blocks(sizes, 2, 1, 10)
+    assert one == {"train": [[0, 500]], "val": [[510, 560]], "test": [[570, 670]]}
+    blocks = md_split_blocks(sizes, 2, 4, 10)
+    ranges = sorted((a, b, k) for k, rs in blocks.items() for a, b in rs)
+    assert len(ranges) == 12 and [k for *_, k in ranges[:3]] == ["train", "val", "test"]
+    for (a0, b0, _), (a1, b1, _) in zip(ranges, ranges[1:]):
+        assert a1 - b0 == 10  # every block is followed by the gap; none overlap
+    for k, n in sizes.items():
+        assert 2 * sum(b - a for a, b in blocks[k]) >= n  # two trajectories hold the split
+    with pytest.raises(ValueError, match="cycles >= 1"):
+        md_split_blocks(sizes, 2, 0, 10)
+
+
+def test_cycled_splits_share_a_slow_excursion_that_contiguous_splits_do_not():
+    """One long phi > 0 excursion (the laptop MD's failure) lands in the val and test blocks of
+    contiguous splits, but cycled blocks give every split its share of it."""
+    from eqbg.data.dataset import md_split_blocks
+    from eqbg.data.diagnostics import slow_fraction_agreement
+
+    sizes = {"train": 8000, "val": 1000, "test": 2000}
+    ind = np.zeros((2, 5800))
+    ind[0, 4100:5600] = 1.0
+    contiguous = slow_fraction_agreement(ind, md_split_blocks(sizes, 2, 1, 10))
+    cycled = slow_fraction_agreement(ind, md_split_blocks(sizes, 2, 20, 10))
+    assert contiguous["per_split"]["train"]["fraction"] == 0.0 < contiguous["per_split"]["val"]["fraction"]
+    fractions = [v["fraction"] for v in cycled["per_split"].values()]
+    assert max(fractions) - min(fractions) < 0.2 * ind.mean()
+    assert cycled["max_z_splits"] < 0.2 * contiguous["max_z_splits"]
+
+
+def _grid_density(v, n=20_000):
+    grid = -np.pi + (np.arange(n) + 0.5) * (2 * np.pi / n)
+    return grid, v(grid)
+
+
+def test_mbar_populations_recover_a_known_periodic_density():
+    """Exact samples of biased windows of p(phi) ~ exp(-V(phi)) with a rarely visited phi > 0
+    basin: MBAR's populations and profile match numerical integration within their errors."""
+    from eqbg.data.population import _angular_distance, mbar_populations
+
+    def v(phi):  # a deep basin at -1.4 rad and a shallow one at +1.0 rad, ~3.5 kT apart
+        return -4.0 * np.exp(-((phi + 1.4) ** 2) / 0.5) - 0.6 * np.exp(-((phi - 1.0) ** 2) / 0.1) + 1.5 * np.cos(phi) ** 2
+
+    grid, u = _grid_density(v)
+    p = np.exp(-(u - u.min()))
+    p /= p.sum()
+    exact = {"pos": float(p[grid > 0].sum()), "mid": float(p[(grid > 0) & (grid < 2)].sum())}
+    rng = np.random.default_rng(11)
+    centres = -np.pi + (np.arange(24) + 0.5) * (2 * np.pi / 24)
+    kappa = 30.0
+    phi = []
+    for c in centres:
+        w = p * np.exp(-0.5 * kappa * _angular_distance(grid, c) ** 2)
+        phi.append(rng.choice(grid, size=400, p=w / w.sum()))
+    res = mbar_populations(phi, centres, kappa, {"pos": (0.0, np.pi), "mid": (0.0, 2.0)}, decorrelate=False)
+    for name, value in exact.items():
+        got = res["intervals"][name]
+        assert 0 < got["se"] < 0.3 * value
+        assert abs(got["fraction"] - value) < 4 * got["se"], (name, got, value)
+        assert got["delta_f_kt"] == pytest.approx(-np.log(got["fraction"] / (1 - got["fraction"])))
+    # the profile: F(phi) at the two basins' centres, relative, in kT
+    edges, f = np.asarray(res["profile"]["edges"]), np.asarray(res["profile"]["f_kt"])
+    centre_bin = lambda a: int(np.searchsorted(edges, a) - 1)  # noqa: E731
+    assert f[centre_bin(1.0)] - f[centre_bin(-1.4)] == pytest.approx(v(np.array(1.0)) - v(np.array(-1.4)), abs=0.5)
+    assert res["n_samples_per_window"] == [400] * 24
+
+
+@pytest.mark.slow  # ~5 s: four 20-ps windows of real MD
+def test_umbrella_windows_hold_phi_at_their_centres_and_report_populations():
+    from eqbg.data.population import phi_population
+
+    system = get_system("aldp", n_workers=1)
+    report, phi = phi_population(system, {"n_windows": 4, "ns_per_window": 0.02, "equilibration_ps": 5.0,
+                                          "frame_interval_ps": 0.1, "n_workers": 2})
+    centres = np.asarray(report["centres_rad"])
+    assert phi.shape == (4, 200) and np.allclose(centres, [-3 * np.pi / 4, -np.pi / 4, np.pi / 4, 3 * np.pi / 4])
+    mean = np.angle(np.exp(1j * phi.astype(np.float64)).mean(axis=1))
+    # the bias (k = 100 kJ/mol/rad^2 = 40 kT/rad^2) holds the windows at -45 and +45 degrees,
+    # on the barrier at phi = 0 that the unbiased MD never crosses, within 0.25 rad; at 135
+    # degrees the free energy falls by ~20 kT towards the beta basin at 180 and pulls the
+    # window's mean ~0.5 rad that way
+    offset = np.angle(np.exp(1j * (mean - centres)))
+    assert np.all(np.abs(offset[1:3]) < 0.25) and np.all(np.abs(offset) < 0.7), np.degrees(mean)
+    assert set(report["intervals"]) == {"phi_positive", "phi_0_to_2"}
+    assert report["simulated_ns"] == pytest.approx(4 * 0.025)
+    with pytest.raises(ValueError, match="unknown population setting"):
+        phi_population(system, {"n_window": 4})
+
+
+def test_run_trajectories_rejects_per_trajectory_inputs_of_the_wrong_length():
+    from eqbg.data.md import run_trajectories
+
+    with pytest.raises(ValueError, match="3 seeds but 2 systems"):
+        run_trajectories(["<a/>", "<b/>"], np.zeros((22, 3)), [1, 2, 3], n_frames=1)

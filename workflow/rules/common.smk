@@ -18,7 +18,7 @@ from eqbg.pipeline import (
     train_inputs,
     train_params,
 )
-from eqbg.systems import KNOWN_SYSTEMS
+from eqbg.systems import KNOWN_SYSTEMS, system_spec
 
 export_source_path()
 
@@ -44,6 +44,15 @@ def run_of(wildcards):
 
 def runs_of(system):
     return [run for run in RUNS if run.system == system]
+
+
+def population_input(system):
+    """The umbrella-sampling reference of the phi populations (rule md_population) of a system
+    with backbone dihedrals, which its runs' evaluation reads; nothing for the others.
+    """
+    if "dihedrals" in system_spec(system).observables:
+        return [f"results/data/{system}/md_population.json"]
+    return []
 
 
 def all_targets():

@@ -41,3 +41,30 @@ use rule reference_data as reference_md with:
         "../../envs/md.yaml"
     resources:
         runtime=720,
+
+
+# The converged population of the slow phi > 0 basin by umbrella sampling along phi + MBAR
+# (eqbg.data.population): the reference of the reweighted free-energy difference, which the
+# laptop MD cannot give (it hardly ever enters phi > 0).
+rule md_population:
+    output:
+        report="results/data/{system}/md_population.json",
+        phi="results/data/{system}/md_population_phi.npz",
+    log:
+        "results/logs/data/{system}_md_population.log",
+    benchmark:
+        "results/benchmarks/data/{system}_md_population.tsv"
+    wildcard_constraints:
+        system=name_pattern("md"),
+    conda:
+        "../../envs/md.yaml"
+    threads: lambda wc: int(config["systems"][wc.system].get("population", {}).get("n_workers", 2))
+    resources:
+        runtime=1440,
+    params:
+        settings=lambda wc: canonical(
+            config["systems"][wc.system].get("population", {})
+        ),
+        options=lambda wc: canonical(system_options(config, wc.system)),
+    script:
+        "../scripts/md_population.py"

@@ -8,6 +8,7 @@ rule evaluate:
         curve="results/runs/{run}/train.csv",
         config="results/runs/{run}/config.json",
         test=lambda wc: f"results/data/{run_of(wc).system}/test.npz",
+        population=lambda wc: population_input(run_of(wc).system),
     output:
         metrics="results/runs/{run}/metrics.json",
         arrays="results/runs/{run}/eval.npz",

@@ -356,6 +356,44 @@ def _sample_exact(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.nd
     return data, diag
 
 
+def md_split_blocks(
+    sizes: Mapping[str, int], n_trajectories: int, cycles: int, gap: int
+) -> dict[str, list[list[int]]]:
+    """Frame ranges of each split in every MD trajectory: ``cycles`` repetitions of
+    ``[train][gap][val][gap][test][gap]`` (the last gap dropped).
+
+    Contiguous blocks (``cycles`` 1) put each slow excursion (alanine dipeptide's phi > 0 basin
+    lives for ~100 ps) into one split only, so the splits disagree on its population; cycling
+    the blocks gives every split a share of every stretch of the trajectory, while the gaps keep
+    them decorrelated (no frame is shared, neighbours are ``gap`` frames apart).
+
+    Args:
+        sizes: frames per split, summed over trajectories.
+        n_trajectories: trajectories the frames are spread over.
+        cycles: block cycles per trajectory (>= 1).
+        gap: frames skipped after each block.
+
+    Returns:
+        split -> list of ``[start, stop)`` frame ranges, the same in every trajectory; the
+        ranges of a split hold at least ``ceil(sizes[split] / n_trajectories)`` frames.
+    """
+    if cycles < 1 or n_trajectories < 1 or gap < 0:
+        raise ValueError(f"need cycles >= 1, n_trajectories >= 1, gap >= 0; got {cycles}, {n_trajectories}, {gap}")
+    per = {k: math.ceil(sizes[k] / (n_trajectories * cycles)) for k in SPLITS}
+    blocks: dict[str, list[list[int]]] = {k: [] for k in SPLITS}
+    t = 0
+    for _ in range(cycles):
+        for k in SPLITS:
+            blocks[k].append([t, t + per[k]])
+            t += per[k] + gap
+    return blocks
+
+
+def _frames_of(series: np.ndarray, ranges: list[list[int]]) -> np.ndarray:
+    """``series[:, ranges]`` joined along the frame axis: ``(n_traj, frames, ...)``."""
+    return np.concatenate([series[:, a:b] for a, b in ranges], axis=1)
+
+
 def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     import mdtraj
     import openmm
@@ -373,8 +411,8 @@ def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarr
     n_traj = s["n_trajectories"]
     fi = float(s["frame_interval_ps"])
     gap = int(round(float(s["gap_ps"]) / fi))
-    per = {k: math.ceil(s["splits"][k] / n_traj) for k in SPLITS}
-    n_frames = per["train"] + per["val"] + per["test"] + 2 * gap
+    blocks = md_split_blocks(s["splits"], n_traj, int(s["split_cycles"]), gap)
+    n_frames = max(b for ranges in blocks.values() for _, b in ranges)
     seeds = trajectory_seeds(seed, n_traj)
     temperature = float(system.temperature)
     trajs = run_trajectories(
@@ -386,14 +424,7 @@ def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarr
     kt = float(getattr(system, "kt_kj_per_mol", KB_KJ_PER_MOL_K * temperature))
     e = np.stack([t.potential_kj for t in trajs]) / kt  # (n_traj, n_frames), reduced
     pos = np.stack([t.positions for t in trajs])  # (n_traj, n_frames, n, 3)
-    # contiguous time blocks per trajectory: [train][gap][val][gap][test]
-    starts = {"train": 0, "val": per["train"] + gap, "test": per["train"] + gap + per["val"] + gap}
-    data = {}
-    blocks = {}
-    for k in SPLITS:
-        sl = slice(starts[k], starts[k] + per[k])
-        blocks[k] = [starts[k], starts[k] + per[k]]
-        data[k] = pos[:, sl].reshape(-1, system.n_particles, 3)[: s["splits"][k]]
+    data = {k: _frames_of(pos, blocks[k]).reshape(-1, system.n_particles, 3)[: s["splits"][k]] for k in SPLITS}
     topology = getattr(system, "mdtraj_topology", None)
     topology = topology() if callable(topology) else topology
     if topology is None:
@@ -412,12 +443,10 @@ def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarr
     diag.update(ec)
     diag["phi_positive_fraction"] = float((phi > 0).mean())
     diag["phi_positive_fraction_per_trajectory"] = (phi > 0).mean(axis=1).tolist()
-    diag["phi_positive_fraction_per_split"] = {
-        k: float((phi[:, blocks[k][0] : blocks[k][1]] > 0).mean()) for k in SPLITS
-    }
+    diag["phi_positive_fraction_per_split"] = {k: float((_frames_of(phi, blocks[k]) > 0).mean()) for k in SPLITS}
     conv = s.get("convergence") or {}
     diag["phi_positive_agreement"] = dg.slow_fraction_agreement(
-        phi > 0, {k: tuple(blocks[k]) for k in SPLITS}, z_max=float(conv.get("phi_agreement_z_max", 3.0)),
+        phi > 0, blocks, z_max=float(conv.get("phi_agreement_z_max", 3.0)),
         method=s["iat_method"],
     )
     diag["converged_slow_coordinate"] = diag["phi_positive_agreement"]["agree"]
@@ -463,7 +492,8 @@ def sampler_description(sampler: str, settings: Mapping[str, Any]) -> str:
         return (f"{MCMC_PROPOSALS[settings['proposal']]}; per-chain Robbins-Monro step size "
                 "during burn-in then frozen; chains split disjointly")
     return {
-        "md": "OpenMM LangevinMiddleIntegrator, no constraints; contiguous time blocks per trajectory",
+        "md": "OpenMM LangevinMiddleIntegrator, no constraints; each trajectory cut into split_cycles "
+          "cycles of [train][gap][val][gap][test][gap] time blocks",
         "exact": "exact sampler of the system",
     }[sampler]
 

@@ -15,7 +15,7 @@ All functions are plain NumPy / torch and know nothing about systems: they take 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -265,7 +265,7 @@ def configurational_temperature(
 
 def slow_fraction_agreement(
     indicator: np.ndarray,
-    blocks: dict[str, tuple[int, int]],
+    blocks: Mapping[str, Sequence[Sequence[int]]],
     *,
     z_max: float = 3.0,
     min_entries: int = 10,
@@ -285,7 +285,8 @@ def slow_fraction_agreement(
 
     Args:
         indicator: ``(n_traj, n_frames)`` 0/1 series (frame in the slow state).
-        blocks: split name -> ``(start, stop)`` frame range (the same in every trajectory).
+        blocks: split name -> its ``[start, stop)`` frame ranges (the same in every
+            trajectory), a list of ranges or a single ``(start, stop)``.
         z_max: the disagreement threshold, in standard errors.
 
     Returns:
@@ -308,7 +309,12 @@ def slow_fraction_agreement(
         return {"fraction": float(values.mean()), "se": float(math.sqrt(var / values.size))}
 
     per_traj = [entry(row) for row in ind]
-    per_split = {k: entry(ind[:, a:b]) for k, (a, b) in blocks.items()}
+    def frames(ranges: Sequence[Sequence[int]]) -> np.ndarray:
+        if len(ranges) == 2 and all(isinstance(v, (int, np.integer)) for v in ranges):
+            ranges = [ranges]  # a single (start, stop)
+        return np.concatenate([ind[:, a:b] for a, b in ranges], axis=1)
+
+    per_split = {k: entry(frames(r)) for k, r in blocks.items()}
 
     def max_z(entries: list[dict]) -> float:
         z = 0.0

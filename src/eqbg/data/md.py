@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -67,6 +68,7 @@ def run_langevin(
     platform: str = "Reference",
     seed: int = 1,
     threads: int | None = None,
+    minimise: bool = False,
 ) -> MDTrajectory:
     """Run one Langevin trajectory and record ``n_frames`` frames.
 
@@ -82,6 +84,8 @@ def run_langevin(
         platform: OpenMM platform name.
         seed: non-zero seed for velocities and the integrator noise.
         threads: CPU-platform thread count (ignored elsewhere).
+        minimise: minimise the energy (OpenMM's L-BFGS) before drawing velocities, e.g. for a
+            start structure built far from the system's minimum or under a new bias.
     """
     import openmm
     from openmm import unit
@@ -97,6 +101,8 @@ def run_langevin(
     props = {"Threads": str(threads)} if (platform == "CPU" and threads) else {}
     context = openmm.Context(system, integrator, plat, props)
     context.setPositions(np.asarray(positions_nm, dtype=np.float64) * unit.nanometer)
+    if minimise:
+        openmm.LocalEnergyMinimizer.minimize(context, 1.0, 0)
     context.setVelocitiesToTemperature(temperature_k * unit.kelvin, seed)
     steps_per_frame = int(round(frame_interval_ps * 1000.0 / timestep_fs))
     if steps_per_frame < 1:
@@ -126,8 +132,8 @@ def _run_one(kwargs: dict) -> MDTrajectory:
 
 
 def run_trajectories(
-    system_xml: str,
-    positions_nm: np.ndarray,
+    system_xml: str | Sequence[str],
+    positions_nm: np.ndarray | Sequence[np.ndarray],
     seeds: list[int],
     *,
     n_workers: int = 1,
@@ -135,11 +141,20 @@ def run_trajectories(
 ) -> list[MDTrajectory]:
     """Independent trajectories (one per seed), ``n_workers`` processes at a time.
 
+    ``system_xml`` and ``positions_nm`` are shared by all trajectories, or given per trajectory
+    (a sequence of one XML string, or one ``(n_atoms, 3)`` array, per seed: e.g. the windows of
+    umbrella sampling, each with its own bias and start structure).
+
     Workers are forked by default: spawn/forkserver re-import ``__main__``, which would re-run
     an unguarded Snakemake script. The workers only run NumPy and OpenMM (never torch), so the
     usual fork-after-threads hazards do not apply. ``EQBG_MP_START_METHOD`` overrides it.
     """
-    jobs = [dict(system_xml=system_xml, positions_nm=positions_nm, seed=s, **kwargs) for s in seeds]
+    n = len(seeds)
+    xmls = [system_xml] * n if isinstance(system_xml, str) else list(system_xml)
+    starts = list(positions_nm) if not isinstance(positions_nm, np.ndarray) or positions_nm.ndim == 3 else [positions_nm] * n
+    if len(xmls) != n or len(starts) != n:
+        raise ValueError(f"{n} seeds but {len(xmls)} systems and {len(starts)} start structures")
+    jobs = [dict(system_xml=x, positions_nm=p, seed=s, **kwargs) for x, p, s in zip(xmls, starts, seeds)]
     if n_workers <= 1 or len(jobs) == 1 or mp.current_process().daemon:
         return [_run_one(j) for j in jobs]
     method = os.environ.get("EQBG_MP_START_METHOD") or (
