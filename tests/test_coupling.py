@@ -542,3 +542,34 @@ def test_eqot_restarts_setting_reaches_the_coupling():
 
     loss = build_loss("eqotfm", TrainingSettings(eqot_restarts=7), _System())
     assert loss.coupling.restarts == 7
+
+
+@pytest.mark.slow  # OpenMM energies of 16 structures
+def test_aldp_equivariant_ot_relabels_only_equivalent_atoms_and_keeps_openmm_energies():
+    """End to end through the loss registry: the eqotfm coupling of alanine dipeptide returns the
+    data batch rotated (properly: chirality kept) and relabelled within the methyl groups only,
+    so every coupled configuration has exactly the energy of a data configuration."""
+    from eqbg.losses import LOSSES
+    from eqbg.systems import get_system
+    from eqbg.training.settings import TrainingSettings
+
+    system = get_system("aldp", n_workers=1)
+    gen = torch.Generator().manual_seed(3)
+    x1 = system.positions[None].double() + 0.004 * torch.randn(16, 22, 3, generator=gen, dtype=torch.float64)
+    x1 = x1 - x1.mean(dim=1, keepdim=True)
+    x0 = 0.2 * torch.randn(16, 22, 3, generator=gen, dtype=torch.float64)
+    x0 = x0 - x0.mean(dim=1, keepdim=True)
+    loss = LOSSES["eqotfm"].build(TrainingSettings(), system)
+    aligned = loss.coupling(x0, x1)
+    u_data = np.sort(system.energy(x1).numpy())
+    u_aligned = np.sort(system.energy(aligned).numpy())
+    np.testing.assert_allclose(u_aligned, u_data, rtol=1e-9, atol=1e-7)
+    np.testing.assert_allclose(np.sort(system.chirality(aligned)), np.sort(system.chirality(x1)), rtol=1e-9)
+    # the coupling moved something: it is not the identity pairing
+    assert not torch.allclose(aligned, x1)
+    # pairwise distances of each coupled configuration are a data configuration's, up to a
+    # permutation of equivalent atoms: compare sorted distance lists
+    d = lambda x: np.sort(torch.cdist(x, x).flatten(1).numpy(), axis=1)  # noqa: E731
+    dist_data, dist_aligned = d(x1), d(aligned)
+    for row in dist_aligned:
+        assert np.min(np.abs(dist_data - row).max(axis=1)) < 1e-9

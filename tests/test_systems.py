@@ -349,6 +349,19 @@ def test_aldp_pool_equals_single_context(aldp):
     torch.testing.assert_close(
         aldp.energy(x), torch.from_numpy(single_e / aldp.kt_kj_per_mol), rtol=1e-6, atol=0
     )
+    # and a bare OpenMM Context, built here from the force field files, one configuration at a time
+    import openmm
+    from openmm import app, unit
+
+    system = app.ForceField("amber99sbildn.xml", "amber99_obc.xml").createSystem(
+        aldp.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False
+    )
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    bare = []
+    for conf in x.numpy()[:: 12]:
+        context.setPositions(conf.astype(np.float64) * unit.nanometer)
+        bare.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    np.testing.assert_allclose(pool_e[:: 12], bare, rtol=1e-9, atol=1e-8)
 
 
 def test_aldp_pickles_without_its_context(aldp):
