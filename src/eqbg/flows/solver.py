@@ -30,6 +30,15 @@ class ODESolver:
             as well as the positions).
         n_steps: number of uniform steps of a fixed-step method (``None`` for adaptive ones).
 
+    Fixed steps trade log q accuracy for a known NFE (rk4: 4 per step). Measured against dopri5
+    at atol = rtol = 1e-8 (float64) on held-out configurations of briefly trained DW4 EGNN flows
+    (flow matching, 5 seeds/lengths): rk4 with 20 steps (80 NFE) is within 2e-2 nats of log q
+    (median 2e-5 to 2e-4; the worst configurations are of the longest-trained flow), with 40 steps
+    (160 NFE) within 1e-3; the error falls ~16x per doubling (fourth order). Better-trained flows
+    can be stiffer: check a new flow against an adaptive reference before relying on fixed steps
+    for importance weights (``tests/test_flows.py::
+    test_rk4_log_q_within_documented_tolerance_of_dopri5_on_trained_dw4_flow``).
+
     Raises:
         SettingsError: unknown method, a fixed-step method without ``n_steps``, or ``n_steps``
             with an adaptive method (it would be ignored).
@@ -70,7 +79,9 @@ class ODESettings:
     method: str = "dopri5"  #: torchdiffeq solver: dopri5, dopri8, bosh3, ... or euler/midpoint/rk4
     atol: float = 1e-5  #: absolute tolerance (adaptive solvers)
     rtol: float = 1e-5  #: relative tolerance (adaptive solvers)
-    n_steps: int | None = None  #: uniform steps for fixed-step solvers (None for adaptive)
+    #: uniform steps for fixed-step solvers (None for adaptive); rk4's measured log q error
+    #: against a tight dopri5 reference on trained DW4 flows: see :class:`ODESolver`
+    n_steps: int | None = None
     trace_method: str = "auto"  #: exact trace implementation (auto, loop, batched_vjp, jacrev, jvp)
     trace_chunk_size: int | None = None  #: vmap chunk for the exact trace (memory bound)
     probe: str = "rademacher"  #: Hutchinson probe for ML training (rademacher, gaussian)
