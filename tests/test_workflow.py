@@ -120,6 +120,10 @@ def test_schema_settings_match_the_library_defaults():
     assert _schema_properties("ode_settings") == fields(ODESettings)
     assert _schema_properties("sample_settings") == fields(SamplingSettings) | {"n_samples"}
     assert _schema_properties("evaluate_settings") == set(DEFAULT_SETTINGS)
+    from eqbg.data.population import POPULATION_DEFAULTS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert set(schema["$defs"]["system_entry"]["properties"]["population"]["properties"]) == set(POPULATION_DEFAULTS)
 
 
 def test_every_system_model_and_loss_in_the_schema_is_known_to_the_library():
