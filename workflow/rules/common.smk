@@ -55,6 +55,14 @@ def population_input(system):
     return []
 
 
+def population_workers(system):
+    """Processes of a system's umbrella sampling (its windows run in parallel)."""
+    from eqbg.data.population import POPULATION_DEFAULTS
+
+    settings = config["systems"][system].get("population", {})
+    return int(settings.get("n_workers", POPULATION_DEFAULTS["n_workers"]))
+
+
 def all_targets():
     targets = expand("results/data/{system}/provenance.json", system=DATA_SYSTEMS)
     targets += [f"results/runs/{run.path}/metrics.json" for run in RUNS]

@@ -58,7 +58,7 @@ rule md_population:
         system=name_pattern("md"),
     conda:
         "../../envs/md.yaml"
-    threads: lambda wc: int(config["systems"][wc.system].get("population", {}).get("n_workers", 2))
+    threads: lambda wc: population_workers(wc.system)
     resources:
         runtime=1440,
     params:
