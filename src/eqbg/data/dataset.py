@@ -451,12 +451,16 @@ def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarr
     )
     diag["converged_slow_coordinate"] = diag["phi_positive_agreement"]["agree"]
     if not diag["converged_slow_coordinate"]:
+        agreement = diag["phi_positive_agreement"]
         log.warning(
-            "alanine dipeptide MD: trajectories or splits disagree on the phi > 0 fraction (per "
-            "trajectory %s, per split %s): the slow coordinate is not converged; longer or more "
-            "trajectories are needed (convergence.phi_agreement: fail makes this an error)",
-            [round(e["fraction"], 3) for e in diag["phi_positive_agreement"]["per_trajectory"]],
-            {k: round(v["fraction"], 3) for k, v in diag["phi_positive_agreement"]["per_split"].items()},
+            "alanine dipeptide MD: the slow coordinate is not converged: the phi > 0 state was "
+            "entered %d times (at least %d needed), and trajectories / splits differ by up to %.1f / "
+            "%.1f standard errors (at most %.1f allowed; per trajectory %s, per split %s); longer or "
+            "more trajectories are needed (convergence.phi_agreement: fail makes this an error)",
+            agreement["entries"], agreement["min_entries"], agreement["max_z_trajectories"],
+            agreement["max_z_splits"], agreement["z_max"],
+            [round(e["fraction"], 3) for e in agreement["per_trajectory"]],
+            {k: round(v["fraction"], 3) for k, v in agreement["per_split"].items()},
         )
     diag["phi_psi"] = {
         "phi_mean_deg": float(np.degrees(np.angle(np.exp(1j * phi).mean()))),
