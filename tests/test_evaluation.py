@@ -92,6 +92,21 @@ def test_bootstrap_interval_is_reproducible_and_narrows_with_n():
     assert (c[1] - c[0]) < (a[1] - a[0])
 
 
+def test_forward_ess_bootstrap_interval_covers_truth_in_most_trials():
+    # Lognormal weights on target samples: E_p[w] E_p[1/w] = exp(s^2), forward ESS exp(-s^2).
+    s, n, level = 0.5, 2000, 0.9
+    truth = math.exp(-(s**2))
+    covered = 0
+    for trial in range(40):
+        log_w = np.random.default_rng(2000 + trial).normal(0.0, s, size=n)
+        low, high, reps = bootstrap_ess(log_w, level=level, reps=400, seed=trial, forward=True)
+        assert low <= forward_ess(log_w)[0] <= high and reps.shape == (400,)
+        covered += low <= truth <= high
+    assert covered >= 34, f"90% forward-ESS interval covered the truth in only {covered}/40 trials"
+    # equal weights (q = p): the interval is the point 1
+    assert bootstrap_ess(np.full(50, 3.0), reps=50, forward=True)[:2] == pytest.approx((1.0, 1.0))
+
+
 def test_forward_ess_is_one_when_q_equals_p():
     # log q = -u - log Z for every test point: the unnormalised weights are all exp(log Z).
     rng = np.random.default_rng(1)
@@ -532,6 +547,7 @@ def test_evaluate_run_on_a_trained_run(tmp_path):
     assert (on_disk["system"], on_disk["model"], on_disk["loss"], on_disk["seed"]) == ("dw4", "egnn", "fm", 0)
     assert on_disk["ess_n"] == 24 and on_disk["nll_n"] == 10 and on_disk["nll_convention"] == "eqbg"
     assert 0 < on_disk["ess"] <= 1 and math.isfinite(on_disk["nll"])
+    assert on_disk["forward_ess_ci_low"] <= on_disk["forward_ess"] <= on_disk["forward_ess_ci_high"]
     assert on_disk["nll_efm"] == pytest.approx(on_disk["nll"] - prior_log_normaliser(6))
     assert on_disk["samples_per_s"] == pytest.approx(info["samples_per_s"])
     assert on_disk["provenance"]["git_commit"]

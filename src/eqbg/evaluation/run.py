@@ -113,7 +113,8 @@ METRIC_KEYS: tuple[str, ...] = (
     "n_samples", "n_test", "n_failed", "frac_failed", "n_failed_nonfinite_energy",
     "n_failed_energy_above_cap", "n_failed_nonfinite_log_q", "energy_cap",
     "ess", "ess_n", "ess_ci_low", "ess_ci_high", "ess_ci_level", "ess_bootstrap_reps",
-    "forward_ess", "forward_ess_n", "forward_ess_density_k", "nll_density_k",
+    "forward_ess", "forward_ess_n", "forward_ess_ci_low", "forward_ess_ci_high",
+    "forward_ess_density_k", "nll_density_k",
     "nll", "nll_sem", "nll_n", "nll_efm", "nll_convention", "nll_convention_description",
     "nll_prior_log_normaliser", "nll_time_s",
     "energy_test_n", "energy_w1", "energy_w2", "energy_w1_reweighted", "energy_w2_reweighted",
@@ -317,7 +318,8 @@ def evaluate_samples(
     # --- NLL and forward ESS on a test subset, exact divergence
     metrics.update(nll_density_k=None, forward_ess_density_k=None)
     metrics.update(nll=float("nan"), nll_sem=float("nan"), nll_n=0, nll_efm=float("nan"),
-                   forward_ess=float("nan"), forward_ess_n=0, nll_time_s=float("nan"))
+                   forward_ess=float("nan"), forward_ess_n=0, nll_time_s=float("nan"),
+                   forward_ess_ci_low=float("nan"), forward_ess_ci_high=float("nan"))
     metrics["nll_convention"] = "eqbg"
     metrics["nll_convention_description"] = NLL_CONVENTIONS["eqbg"].description
     metrics["nll_prior_log_normaliser"] = prior_log_normaliser(system.dim)
@@ -343,7 +345,16 @@ def evaluate_samples(
             log_q_forward = model_log_prob(flow, xt, batch_size=cfg["nll_batch_size"],
                                            seed=cfg["nll_seed"] + 1, marginal_k=1)
             metrics["forward_ess_density_k"] = 1
-        fess, fess_n = forward_ess(log_importance_weights(u_data_all[idx], log_q_forward))
+        log_w_test = log_importance_weights(u_data_all[idx], log_q_forward)
+        fess, fess_n = forward_ess(log_w_test)
+        if not np.isfinite(log_w_test).all():
+            fess_low = fess_high = float("nan")  # the forward ESS is 0; an interval says nothing
+        else:
+            fess_low, fess_high, _ = bootstrap_ess(
+                log_w_test, level=cfg["bootstrap_level"], reps=cfg["bootstrap_reps"],
+                seed=cfg["bootstrap_seed"], forward=True,
+            )
+        metrics.update(forward_ess_ci_low=fess_low, forward_ess_ci_high=fess_high)
         metrics.update(
             nll=nll, nll_sem=nll_sem, nll_n=int(idx.size),
             nll_efm=convert_nll(nll, system.dim, source="eqbg", target="efm") if math.isfinite(nll) else nll,

@@ -146,6 +146,17 @@ def _kish_ess_rows(log_w: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.exp(log_ess), nan=0.0)
 
 
+def _forward_ess_rows(log_w: np.ndarray) -> np.ndarray:
+    """Forward ESS fraction (:func:`forward_ess`) of each row of a ``(B, n)`` array of log
+    weights of target samples; 0 for a row with a non-finite weight."""
+    n = log_w.shape[1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        log_fess = 2.0 * np.log(n) - logsumexp(log_w, axis=1) - logsumexp(-log_w, axis=1)
+    out = np.minimum(1.0, np.exp(log_fess))
+    out[~np.isfinite(log_w).all(axis=1)] = 0.0
+    return np.nan_to_num(out, nan=0.0)
+
+
 def bootstrap_ess(
     log_w: np.ndarray,
     *,
@@ -153,18 +164,22 @@ def bootstrap_ess(
     reps: int = 1000,
     seed: int = 0,
     max_chunk_elements: int = 10_000_000,
+    forward: bool = False,
 ) -> tuple[float, float, np.ndarray]:
-    """Percentile bootstrap confidence interval for the Kish ESS fraction.
+    """Percentile bootstrap confidence interval for the Kish ESS fraction (or, with
+    ``forward``, for the forward ESS of :func:`forward_ess` on target samples).
 
     Resamples the ``n`` log weights with replacement ``reps`` times, recomputes the ESS each time
     and returns the ``(1-level)/2`` and ``(1+level)/2`` quantiles.  Work is chunked so that at
     most ``max_chunk_elements`` resampled weights exist at once.
 
     Args:
-        log_w: ``(n,)`` unnormalised log weights.
+        log_w: ``(n,)`` unnormalised log weights (of flow samples; of target samples with
+            ``forward``).
         level: coverage of the interval, in (0, 1).
         reps: bootstrap replicates.
         seed: seed of the resampling generator (the interval is reproducible).
+        forward: bootstrap the forward ESS instead of Kish's.
 
     Returns:
         ``(low, high, replicates)`` with ``replicates`` the ``(reps,)`` bootstrap ESS fractions.
@@ -181,7 +196,7 @@ def bootstrap_ess(
     for start in range(0, reps, chunk):
         stop = min(reps, start + chunk)
         idx = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = _kish_ess_rows(log_w[idx])
+        out[start:stop] = (_forward_ess_rows if forward else _kish_ess_rows)(log_w[idx])
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(out, [alpha, 1.0 - alpha])
     return float(low), float(high), out
