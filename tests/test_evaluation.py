@@ -67,18 +67,23 @@ def test_kish_ess_rejects_nan():
         kish_ess(np.array([0.0, np.nan]))
 
 
-def test_bootstrap_interval_covers_truth_in_most_trials():
-    # Lognormal weights: log w ~ N(0, s^2) has Kish ESS -> E[w]^2 / E[w^2] = exp(-s^2).
+@pytest.mark.parametrize("forward", [False, True])
+def test_bootstrap_interval_covers_truth_in_most_trials(forward):
+    # Lognormal weights, log w ~ N(0, s^2): Kish's ESS E[w]^2 / E[w^2] and the forward ESS
+    # 1 / (E[w] E[1/w]) (weights of target samples) are both exp(-s^2).
     s, n, level = 0.5, 2000, 0.9
     truth = math.exp(-(s**2))
+    point = forward_ess if forward else kish_ess
     covered = 0
     for trial in range(40):
         log_w = np.random.default_rng(1000 + trial).normal(0.0, s, size=n)
-        low, high, reps = bootstrap_ess(log_w, level=level, reps=400, seed=trial)
-        assert low <= kish_ess(log_w)[0] <= high
+        low, high, reps = bootstrap_ess(log_w, level=level, reps=400, seed=trial, forward=forward)
+        assert low <= point(log_w)[0] <= high
         assert reps.shape == (400,)
         covered += low <= truth <= high
     assert covered >= 34, f"90% bootstrap interval covered the truth in only {covered}/40 trials"
+    # equal weights (q = p): the interval is the point 1
+    assert bootstrap_ess(np.full(50, 3.0), reps=50, forward=forward)[:2] == pytest.approx((1.0, 1.0))
 
 
 def test_bootstrap_interval_is_reproducible_and_narrows_with_n():
@@ -90,21 +95,6 @@ def test_bootstrap_interval_is_reproducible_and_narrows_with_n():
     assert a == b
     c = bootstrap_ess(large, reps=200, seed=3)[:2]
     assert (c[1] - c[0]) < (a[1] - a[0])
-
-
-def test_forward_ess_bootstrap_interval_covers_truth_in_most_trials():
-    # Lognormal weights on target samples: E_p[w] E_p[1/w] = exp(s^2), forward ESS exp(-s^2).
-    s, n, level = 0.5, 2000, 0.9
-    truth = math.exp(-(s**2))
-    covered = 0
-    for trial in range(40):
-        log_w = np.random.default_rng(2000 + trial).normal(0.0, s, size=n)
-        low, high, reps = bootstrap_ess(log_w, level=level, reps=400, seed=trial, forward=True)
-        assert low <= forward_ess(log_w)[0] <= high and reps.shape == (400,)
-        covered += low <= truth <= high
-    assert covered >= 34, f"90% forward-ESS interval covered the truth in only {covered}/40 trials"
-    # equal weights (q = p): the interval is the point 1
-    assert bootstrap_ess(np.full(50, 3.0), reps=50, forward=True)[:2] == pytest.approx((1.0, 1.0))
 
 
 def test_forward_ess_is_one_when_q_equals_p():
