@@ -343,7 +343,7 @@ def test_slow_fraction_agreement_passes_stationary_chains_and_flags_a_stuck_one(
     from eqbg.data.diagnostics import slow_fraction_agreement
 
     rng = np.random.default_rng(0)
-    blocks = {"train": (0, 4000), "val": (4200, 5000), "test": (5200, 6000)}
+    blocks = {"train": [[0, 4000]], "val": [[4200, 5000]], "test": [[5200, 6000]]}
     good = slow_fraction_agreement(_two_state_chain(rng, 4, 6000), blocks)
     assert good["agree"] and good["max_z_splits"] < 3 and good["max_z_trajectories"] < 3
     assert 0.1 < good["fraction"] < 0.3 and 10 < good["iat_frames"] < 200

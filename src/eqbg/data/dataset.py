@@ -389,11 +389,6 @@ def md_split_blocks(
     return blocks
 
 
-def _frames_of(series: np.ndarray, ranges: list[list[int]]) -> np.ndarray:
-    """``series[:, ranges]`` joined along the frame axis: ``(n_traj, frames, ...)``."""
-    return np.concatenate([series[:, a:b] for a, b in ranges], axis=1)
-
-
 def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     import mdtraj
     import openmm
@@ -424,7 +419,7 @@ def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarr
     kt = float(getattr(system, "kt_kj_per_mol", KB_KJ_PER_MOL_K * temperature))
     e = np.stack([t.potential_kj for t in trajs]) / kt  # (n_traj, n_frames), reduced
     pos = np.stack([t.positions for t in trajs])  # (n_traj, n_frames, n, 3)
-    data = {k: _frames_of(pos, blocks[k]).reshape(-1, system.n_particles, 3)[: s["splits"][k]] for k in SPLITS}
+    data = {k: dg.block_frames(pos, blocks[k]).reshape(-1, system.n_particles, 3)[: s["splits"][k]] for k in SPLITS}
     topology = getattr(system, "mdtraj_topology", None)
     topology = topology() if callable(topology) else topology
     if topology is None:
@@ -443,7 +438,7 @@ def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarr
     diag.update(ec)
     diag["phi_positive_fraction"] = float((phi > 0).mean())
     diag["phi_positive_fraction_per_trajectory"] = (phi > 0).mean(axis=1).tolist()
-    diag["phi_positive_fraction_per_split"] = {k: float((_frames_of(phi, blocks[k]) > 0).mean()) for k in SPLITS}
+    diag["phi_positive_fraction_per_split"] = {k: float((dg.block_frames(phi, blocks[k]) > 0).mean()) for k in SPLITS}
     conv = s.get("convergence") or {}
     diag["phi_positive_agreement"] = dg.slow_fraction_agreement(
         phi > 0, blocks, z_max=float(conv.get("phi_agreement_z_max", 3.0)),
@@ -497,7 +492,7 @@ def sampler_description(sampler: str, settings: Mapping[str, Any]) -> str:
                 "during burn-in then frozen; chains split disjointly")
     return {
         "md": "OpenMM LangevinMiddleIntegrator, no constraints; each trajectory cut into split_cycles "
-          "cycles of [train][gap][val][gap][test][gap] time blocks",
+              "cycles of [train][gap][val][gap][test][gap] time blocks",
         "exact": "exact sampler of the system",
     }[sampler]
 

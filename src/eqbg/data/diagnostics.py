@@ -263,6 +263,12 @@ def configurational_temperature(
     }
 
 
+def block_frames(series: np.ndarray, ranges: Sequence[Sequence[int]]) -> np.ndarray:
+    """The frames of ``series`` ``(n_traj, n_frames, ...)`` in the ``[start, stop)`` ranges,
+    joined along the frame axis."""
+    return np.concatenate([series[:, a:b] for a, b in ranges], axis=1)
+
+
 def slow_fraction_agreement(
     indicator: np.ndarray,
     blocks: Mapping[str, Sequence[Sequence[int]]],
@@ -285,8 +291,8 @@ def slow_fraction_agreement(
 
     Args:
         indicator: ``(n_traj, n_frames)`` 0/1 series (frame in the slow state).
-        blocks: split name -> its ``[start, stop)`` frame ranges (the same in every
-            trajectory), a list of ranges or a single ``(start, stop)``.
+        blocks: split name -> its list of ``[start, stop)`` frame ranges (the same in every
+            trajectory).
         z_max: the disagreement threshold, in standard errors.
 
     Returns:
@@ -309,12 +315,7 @@ def slow_fraction_agreement(
         return {"fraction": float(values.mean()), "se": float(math.sqrt(var / values.size))}
 
     per_traj = [entry(row) for row in ind]
-    def frames(ranges: Sequence[Sequence[int]]) -> np.ndarray:
-        if len(ranges) == 2 and all(isinstance(v, (int, np.integer)) for v in ranges):
-            ranges = [ranges]  # a single (start, stop)
-        return np.concatenate([ind[:, a:b] for a, b in ranges], axis=1)
-
-    per_split = {k: entry(frames(r)) for k, r in blocks.items()}
+    per_split = {k: entry(block_frames(ind, r)) for k, r in blocks.items()}
 
     def max_z(entries: list[dict]) -> float:
         z = 0.0

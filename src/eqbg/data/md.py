@@ -151,7 +151,8 @@ def run_trajectories(
     """
     n = len(seeds)
     xmls = [system_xml] * n if isinstance(system_xml, str) else list(system_xml)
-    starts = list(positions_nm) if not isinstance(positions_nm, np.ndarray) or positions_nm.ndim == 3 else [positions_nm] * n
+    shared_start = isinstance(positions_nm, np.ndarray) and positions_nm.ndim == 2
+    starts = [positions_nm] * n if shared_start else list(positions_nm)
     if len(xmls) != n or len(starts) != n:
         raise ValueError(f"{n} seeds but {len(xmls)} systems and {len(starts)} start structures")
     jobs = [dict(system_xml=x, positions_nm=p, seed=s, **kwargs) for x, p, s in zip(xmls, starts, seeds)]
