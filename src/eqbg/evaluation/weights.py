@@ -221,11 +221,7 @@ def forward_ess(log_w_test: np.ndarray) -> tuple[float, int]:
     log_w = np.asarray(log_w_test, dtype=np.float64)
     if log_w.ndim != 1 or log_w.size == 0:
         raise ValueError(f"log weights must be a non-empty 1-D array, got shape {log_w.shape}")
-    n = log_w.size
-    if not np.isfinite(log_w).all():
-        return 0.0, n
-    log_fess = 2.0 * np.log(n) - logsumexp(log_w) - logsumexp(-log_w)
-    return float(min(1.0, np.exp(log_fess))), n
+    return float(_forward_ess_rows(log_w[None])[0]), log_w.size
 
 
 def normalised_weights(log_w: np.ndarray) -> np.ndarray:
