@@ -10,7 +10,14 @@ baseline's; and with the training defaults (``EquivariantOTCoupling``: exhaustiv
 DW4, principal-axes start with 20 sweeps and 3 restarts for LJ13). Each eqbg variant is timed as the best of ``--repeats`` calls after
 one warm-up call, single-threaded by default.
 
-Usage: ``python bench/bench_coupling.py [--systems dw4 lj13] [--batch-sizes 64 128 256]``
+``--device cuda`` runs the eqbg variants on the GPU (the baseline stays numpy on the CPU), with
+the assignments by ``torch-linear-assignment`` where it is installed (the ``cuda`` extra). First,
+the exact assignment solvers themselves are timed per problem (scipy's ``linear_sum_assignment``
+loop on numpy arrays, and eqbg's registry: scipy, ``lap.lapjv`` and ``torch-linear-assignment``
+where installed) on random n x n costs.
+
+Usage: ``python bench/bench_coupling.py [--systems dw4 lj13 lj55] [--batch-sizes 64 128 256]
+[--variants "same algorithm" default] [--device cpu]``
 Prints a table and writes ``bench/out/bench_coupling.json``.
 """
 
@@ -28,7 +35,7 @@ from eqbg.io import provenance, write_json
 from eqbg.losses.flow_matching import EquivariantOTCoupling
 from eqbg.ot.coupling import emd_permutation, equivariant_cost_matrix, equivariant_ot
 
-SYSTEMS = {"dw4": (4, 2), "lj13": (13, 3)}
+SYSTEMS = {"dw4": (4, 2), "lj13": (13, 3), "lj55": (55, 3)}
 
 
 def _cf(x: np.ndarray) -> np.ndarray:
@@ -78,6 +85,8 @@ def _time(fn, repeats: int) -> tuple[float, object]:
     for _ in range(repeats):
         t = time.perf_counter()
         out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return best, out
 
@@ -106,6 +115,39 @@ TRAINING_DEFAULT = {
 }
 
 
+def bench_solvers(device: str, count: int = 2000) -> list[dict]:
+    """Microseconds per assignment problem of each available exact solver, n = 4, 13, 55."""
+    import importlib.util
+
+    from eqbg.ot.alignment import ASSIGNMENT_SOLVERS
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for n in (4, 13, 55):
+        c = rng.random((count, n, n))
+        want = np.stack([linear_sum_assignment(ci)[1] for ci in c])
+        timings = {}
+        t = time.perf_counter()
+        for ci in c:
+            linear_sum_assignment(ci)
+        timings["scipy loop (numpy input)"] = time.perf_counter() - t
+        for name, solve in ASSIGNMENT_SOLVERS.items():
+            if name == "torch-linear-assignment" and not importlib.util.find_spec("torch_linear_assignment"):
+                continue
+            ct = torch.as_tensor(c, device=device)
+            solve(ct)  # warm-up (a Triton kernel compiles on its first call)
+            t = time.perf_counter()
+            got = solve(ct)
+            if ct.is_cuda:
+                torch.cuda.synchronize()
+            timings[f"eqbg {name} ({device})"] = time.perf_counter() - t
+            assert np.array_equal(got.cpu().numpy(), want), name
+        for label, sec in timings.items():
+            rows.append({"n": n, "solver": label, "us_per_problem": 1e6 * sec / count})
+            print(f"assignment n={n:3d}  {label:38s} {1e6 * sec / count:8.1f} us/problem")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
@@ -113,11 +155,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per eqbg variant (best)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    ap.add_argument("--device", default="cpu", help="where the eqbg variants run")
+    ap.add_argument("--variants", nargs="+", default=None, help="labels of VARIANTS to run")
     ap.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "out" / "bench_coupling.json"
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    solver_rows = bench_solvers(args.device)
+    variants = [v for v in VARIANTS if args.variants is None or v[0] in args.variants]
 
     rows = []
     for name in args.systems:
@@ -127,21 +173,22 @@ def main() -> None:
             x0 = _cf(rng.standard_normal((b, n, d)))
             # data-like second batch: a wider, shifted cloud so the pairing is not trivial
             x1 = _cf(1.5 * rng.standard_normal((b, n, d)) + 0.5)
-            t0, t1 = torch.from_numpy(x0), torch.from_numpy(x1)
+            t0 = torch.from_numpy(x0).to(args.device)
+            t1 = torch.from_numpy(x1).to(args.device)
             start = time.perf_counter()  # plain numpy/scipy: no warm-up needed, one call
             perm_b, cost_b = baseline(x0, x1)
             t_base = time.perf_counter() - start
             print(f"{name:5s} B={b:4d}  baseline {t_base:8.3f} s  mean cost {cost_b.mean():.3f}")
-            for label, kwargs in VARIANTS:
+            for label, kwargs in variants:
                 if label == "default":
                     kwargs = TRAINING_DEFAULT
                     t, out = _time(lambda: equivariant_ot(t0, t1, **kwargs), args.repeats)
-                    cost, calls, fallbacks = out[2].numpy(), None, None
+                    cost, calls, fallbacks = out[2].cpu().numpy(), None, None
                 else:
                     t, res = _time(
                         lambda kw=kwargs: equivariant_cost_matrix(t0, t1, **kw), args.repeats
                     )
-                    cost, calls = res.cost.numpy(), res.n_assignment_calls
+                    cost, calls = res.cost.cpu().numpy(), res.n_assignment_calls
                     fallbacks = res.n_fallback
                 row = {
                     "system": name,
@@ -173,8 +220,9 @@ def main() -> None:
                     f"  same pairing {row['same_pairing']}  |dcost|max {row['max_abs_cost_diff']:.1e}",
                     flush=True,
                 )
-    meta = provenance(script="bench_coupling.py", threads=torch.get_num_threads(), seed=args.seed)
-    write_json(args.out, {"meta": meta, "rows": rows})
+    meta = provenance(script="bench_coupling.py", threads=torch.get_num_threads(), seed=args.seed,
+                      device=args.device)
+    write_json(args.out, {"meta": meta, "solvers": solver_rows, "rows": rows})
     print(f"wrote {args.out}")
 
 

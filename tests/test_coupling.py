@@ -94,6 +94,37 @@ def test_kabsch_never_returns_reflection(d):
     assert (resid > 1e-6).all()
 
 
+def test_assignment_solvers_agree_and_tensor_input_stays_on_its_device():
+    """Every registered solver gives scipy's optimum (torch-linear-assignment only where it is
+    installed: the ``cuda`` extra); a tensor goes in and comes out as a tensor, an array as an
+    array; on the CPU ``auto`` is scipy for small problems and lap for large ones; an unknown
+    solver is named in the error."""
+    import importlib.util
+
+    from eqbg.ot.alignment import ASSIGNMENT_SOLVERS, default_assignment_solver
+
+    rng = np.random.default_rng(5)
+    groups = type_groups(None, 9)
+    cost = rng.random((64, 9, 9))
+    cost[:, :, 4] = cost[:, :, 3]  # ties: any optimum will do, the cost must be scipy's
+    want = batched_assignment(cost, groups, solver="scipy")
+    assert isinstance(want, np.ndarray)
+    got = batched_assignment(torch.as_tensor(cost), groups)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.long
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert default_assignment_solver("cpu", 13) == "scipy"
+    assert default_assignment_solver("cpu", 55) == "lap"
+    for name in ASSIGNMENT_SOLVERS:
+        if name == "torch-linear-assignment" and not importlib.util.find_spec("torch_linear_assignment"):
+            continue
+        perm = batched_assignment(torch.as_tensor(cost), groups, solver=name)
+        picked = np.take_along_axis(cost, perm.numpy()[..., None], -1)[..., 0].sum(-1)
+        best = np.take_along_axis(cost, want[..., None], -1)[..., 0].sum(-1)
+        np.testing.assert_allclose(picked, best, rtol=1e-12)
+    with pytest.raises(ValueError, match="unknown assignment solver 'hungarian'"):
+        batched_assignment(cost, groups, solver="hungarian")
+
+
 def test_batched_assignment_matches_scipy_within_types():
     rng = np.random.default_rng(3)
     types = np.array([0, 1, 0, 2, 1, 0, 0])
@@ -573,3 +604,24 @@ def test_aldp_equivariant_ot_relabels_only_equivalent_atoms_and_keeps_openmm_ene
     dist_data, dist_aligned = d(x1), d(aligned)
     for row in dist_aligned:
         assert np.min(np.abs(dist_data - row).max(axis=1)) < 1e-9
+
+
+@pytest.mark.parametrize("n,d", [(4, 2), (7, 3)])
+def test_reflections_align_mirror_images_and_never_cost_more(n: int, d: int):
+    """With ``reflections=True`` the coupling minimises over O(d): mirrored, rotated and
+    relabelled copies of the prior batch come back as the prior batch at zero cost, which SO(d)
+    alone cannot reach; every pair's cost is at most the proper-rotation one (n = 4 enumerates
+    all permutations, n = 7 runs the local search)."""
+    g = torch.Generator().manual_seed(11)
+    x0 = torch.randn(6, n, d, generator=g, dtype=torch.float64)
+    x0 = x0 - x0.mean(1, keepdim=True)
+    mirror = torch.ones(d, dtype=torch.float64)
+    mirror[-1] = -1.0
+    rot = random_rotation(d, batch=(6,), generator=g).double()
+    x1 = ((x0 * mirror) @ rot.transpose(-1, -2))[:, torch.randperm(n, generator=g)]
+    _, aligned, cost = equivariant_ot(x0, x1, reflections=True, restarts=3)
+    assert float(cost.diagonal().max()) < 1e-9
+    torch.testing.assert_close(aligned, x0, atol=1e-6, rtol=0)
+    _, _, proper = equivariant_ot(x0, x1, restarts=3)
+    assert float(proper.diagonal().min()) > 1e-3  # a generic configuration is chiral
+    assert bool((cost <= proper + 1e-9).all())

@@ -69,11 +69,14 @@ class EquivariantOTCoupling:
     #: starts come from the fixed ``seed``, so the same batches give the same pairing
     restarts: int = 3
     seed: int = 0
+    #: also align by reflections (O(d)); see :func:`eqbg.ot.equivariant_ot`
+    reflections: bool = False
 
     def __call__(self, x0: Tensor, x1: Tensor) -> Tensor:
         _, aligned, _ = equivariant_ot(
             x0, x1, self.atom_types, init=self.init, max_iter=self.max_iter,
             exhaustive_limit=self.exhaustive_limit, restarts=self.restarts, seed=self.seed,
+            reflections=self.reflections,
         )
         return aligned
 

@@ -59,7 +59,7 @@ def _ml(ts: "TrainingSettings", system: Any) -> Loss:
 def _eqot(ts: "TrainingSettings", system: Any) -> Loss:
     coupling = EquivariantOTCoupling(
         system.atom_types, ts.eqot_init, ts.eqot_max_iter, ts.eqot_exhaustive_limit,
-        ts.eqot_restarts,
+        ts.eqot_restarts, reflections=ts.eqot_reflections,
     )
     return FlowMatching(coupling, ts.sigma)
 

@@ -131,7 +131,8 @@ class EquivariantCost:
         rotation: ``(B0, B1, d, d)`` with ``x1[b][perm[a, b]] @ rotation[a, b].T`` the aligned
             copy, or ``None`` when the permutations were enumerated (then the optimal rotation of
             a pair is ``kabsch(x1[b][perm[a, b]], x0[a])``; only the chosen pairs need it).
-        n_assignment_calls: scipy Hungarian calls made (the Python-bound part of the work).
+        n_assignment_calls: assignment problems given to the exact solver (scipy on the CPU, one
+            call each; ``torch-linear-assignment`` on CUDA, batched), the bulk of the work.
         n_iterations: alternation sweeps done, summed over the descents of all starts (0 when
             the permutations were enumerated).
         n_fallback: pairs whose alternating search ended above the plain squared distance
@@ -249,13 +250,10 @@ def _assign_and_align(
         sq_norms: ``(P,)`` ``|x0|^2 + |x1|^2`` of each pair.
 
     Returns:
-        ``(perm (P, n), rotation (P, d, d), squared distance after both (P,), scipy calls)``.
+        ``(perm (P, n), rotation (P, d, d), squared distance after both (P,), solver calls)``.
     """
     d = x0.shape[-1]
-    perm_np, calls = batched_assignment(
-        particle_cost.detach().cpu().numpy(), groups, return_calls=True
-    )
-    perm = torch.as_tensor(perm_np, device=x0.device)
+    perm, calls = batched_assignment(particle_cost.detach(), groups, return_calls=True)
     x1_permuted = torch.gather(x1, 1, perm[..., None].expand(-1, -1, d))
     h = x1_permuted.transpose(-1, -2) @ x0
     rotation = rotation_from_cross_covariance(h)
@@ -286,8 +284,8 @@ def _alternating_cost(
     sweep's particle cost matrices for all pairs come out of one broadcast product of frame
     coordinates (no per-pair rotation), which is where most of the time would otherwise go.
 
-    Each sweep: the batched particle cost matrices, one batched Hungarian (scipy only where the
-    row minima are not already a permutation), one batched Kabsch. A pair leaves the active set
+    Each sweep: the batched particle cost matrices, one batched exact assignment (the solver
+    only where the row minima are not already a permutation), one batched Kabsch. A pair leaves the active set
     as soon as its assignment stops changing (its rotation, and so its cost, is then fixed too);
     the cost never increases from one sweep to the next.
 
@@ -478,7 +476,7 @@ def _descend(
     from their current ``cost``, ``perm``, ``rot`` (all ``(P, ...)``, updated in place).
 
     A pair leaves the active set as soon as its assignment stops changing or its cost stops
-    improving. Returns ``(scipy calls, sweeps done)``.
+    improving. Returns ``(solver calls, sweeps done)``.
     """
     n, d = x0.shape[1:]
     n0 = (x0 * x0).sum((-1, -2))
@@ -611,6 +609,8 @@ def equivariant_ot(
     x0: Tensor,
     x1: Tensor,
     atom_types: Tensor | np.ndarray | None = None,
+    *,
+    reflections: bool = False,
     **options,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Equivariant minibatch OT: batch OT (``ot.emd``) on the rotation/permutation-minimised cost.
@@ -618,22 +618,41 @@ def equivariant_ot(
     Args:
         x0: ``(B, n, d)`` prior samples (CoM-free). x1: ``(B, n, d)`` data samples (CoM-free).
         atom_types: ``(n,)`` atom types (``None``: all particles interchangeable).
+        reflections: minimise over O(d) instead of SO(d): each data sample may also be mirrored
+            (twice the search's cost). Only for targets whose density is reflection invariant
+            (DW4, LJ; not a chiral molecule) and fields that are reflection equivariant (EGNN).
         **options: forwarded to :func:`equivariant_cost_matrix`.
 
     Returns:
         ``perm`` ``(B,)`` LongTensor (prior ``a`` is paired with data sample ``perm[a]``),
-        ``x1_aligned`` ``(B, n, d)`` (``x1[perm[a]]`` relabelled and rotated onto ``x0[a]``, dtype
-        of ``x1``), and ``cost`` ``(B, B)`` float64 equivariant cost matrix.
+        ``x1_aligned`` ``(B, n, d)`` (``x1[perm[a]]`` relabelled and rotated — and with
+        ``reflections`` possibly mirrored — onto ``x0[a]``, dtype of ``x1``), and ``cost``
+        ``(B, B)`` float64 equivariant cost matrix.
     """
     _check_pair(x0, x1)
+    d = x1.shape[-1]
     res = equivariant_cost_matrix(x0, x1, atom_types, **options)
-    pi = torch.as_tensor(emd_permutation(res.cost), device=x1.device)
+    cost, perm, rotation = res.cost, res.perm, res.rotation
+    source = x1.detach().double()[None].expand(res.cost.shape[0], -1, -1, -1)  # (B0, B1, n, d)
+    if reflections:
+        # O(d) = SO(d) u SO(d) F with F a fixed reflection: the best improper alignment of x1 is
+        # the best proper one of x1 F; each pair keeps the cheaper of the two
+        flip = torch.ones(d, dtype=x1.dtype, device=x1.device)
+        flip[0] = -1.0
+        mirrored = equivariant_cost_matrix(x0, x1 * flip, atom_types, **options)
+        take = mirrored.cost < cost
+        cost = torch.where(take, mirrored.cost, cost)
+        perm = torch.where(take[..., None], mirrored.perm, perm)
+        if rotation is not None:
+            rotation = torch.where(take[..., None, None], mirrored.rotation, rotation)
+        source = torch.where(take[..., None, None], source * flip.double(), source)
+    pi = torch.as_tensor(emd_permutation(cost), device=x1.device)
     rows = torch.arange(x0.shape[0], device=x1.device)
-    p = res.perm[rows, pi]  # (B, n)
-    x1sel = torch.gather(x1.detach().double()[pi], 1, p[..., None].expand(-1, -1, x1.shape[-1]))
-    if res.rotation is not None:
-        r = res.rotation[rows, pi]  # (B, d, d)
+    p = perm[rows, pi]  # (B, n)
+    x1sel = torch.gather(source[rows, pi], 1, p[..., None].expand(-1, -1, d))
+    if rotation is not None:
+        r = rotation[rows, pi]  # (B, d, d)
     else:
         r = rotation_from_cross_covariance(x1sel.transpose(-1, -2) @ x0.detach().double())
     aligned = (x1sel @ r.transpose(-1, -2)).to(x1.dtype)
-    return pi, aligned, res.cost
+    return pi, aligned, cost

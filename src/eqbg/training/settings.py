@@ -80,6 +80,9 @@ class TrainingSettings:
     #: bench/README.md: 3 makes the median excess over the exhaustive optimum 0 on 6-7
     #: particles (57-84 % of pairs exact, vs 32-57 % with 0); >= 90 % exact needs 8 (2D) / 64 (3D)
     eqot_restarts: int = 3
+    #: align by rotations and reflections (O(d)) instead of rotations only; only for
+    #: reflection-invariant targets and reflection-equivariant fields (not alanine dipeptide)
+    eqot_reflections: bool = False
     # FAB (eqbg.losses.fab) and its annealed importance sampling (eqbg.sampling.ais); the
     # defaults are the EACF paper's DW4 settings (EACF_FAB.md part B)
     fab_buffer: bool = True  #: prioritised replay buffer (False: FAB without buffer)
