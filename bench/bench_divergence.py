@@ -1,5 +1,4 @@
-"""Benchmark: exact divergence methods vs a plain per-coordinate autograd loop, and exact-likelihood
-sampling with the library's trace vs the same solver with the plain loop.
+"""Benchmark: exact divergence methods vs a plain per-coordinate autograd loop.
 
 (a) For EGNN fields sized as in the papers (DW4: 4x2, EGNN 64x4; LJ13: 13x3, EGNN 32x3; LJ55:
 55x3, EGNN 64x7) and a couple of batch sizes, times one call of
@@ -11,14 +10,13 @@ coordinate, summing ``dv_i/dx_i`` (no subspace basis, no batching). Reported as
 ``plain time / method time`` (> 1 = faster than plain), with the forward-only time for scale and
 the max deviation from the plain divergence as a correctness check.
 
-(b) ``CNF.sample(exact=True)`` (``trace_method="auto"``) vs the same CNF, solver and steps whose
-field divergence is the plain loop (a wrapper exposing ``forward_and_divergence``). A fixed-step
-``rk4`` solver makes both runs do exactly the same number of field evaluations.
+Exact-likelihood sampling against the plain per-coordinate dopri5 reference is
+``bench_exact_sampling.py`` (it uses :class:`PlainDivField` from here).
 
 Timings: median over ``--repeats`` after ``--warmup`` untimed calls, ``torch.set_num_threads``
 (default 1; the benchmark shares a 2-core machine). Float32 (as in training/sampling).
 
-Usage: ``python bench/bench_divergence.py [--systems dw4 lj13 lj55] [--device cpu] [--quick]``.
+Usage: ``python bench/bench_divergence.py [--systems dw4 lj13 lj55] [--device cpu]``.
 Prints a table and writes ``bench/out/bench_divergence.json``. Not part of pytest.
 """
 
@@ -33,18 +31,18 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from eqbg.flows import CNF, CoMFreeGaussian, ODESolver, value_and_exact_divergence
+from eqbg.flows import CoMFreeGaussian, value_and_exact_divergence
 from eqbg.flows.divergence import AUTO
 from eqbg.io import provenance, write_json
 from eqbg.nn import EGNNField
 
 METHODS = ("loop", "batched_vjp", "jacrev", "jvp")
 
-#: system -> (n, d, hidden, layers, divergence batch sizes, sampling batch, rk4 steps)
+#: system -> (n, d, hidden, layers, divergence batch sizes)
 SYSTEMS: dict[str, dict] = {
-    "dw4": {"n": 4, "d": 2, "hidden": 64, "layers": 4, "batches": (16, 128), "sample": (64, 4)},
-    "lj13": {"n": 13, "d": 3, "hidden": 32, "layers": 3, "batches": (4, 32), "sample": (16, 2)},
-    "lj55": {"n": 55, "d": 3, "hidden": 64, "layers": 7, "batches": (1,), "sample": (1, 1)},
+    "dw4": {"n": 4, "d": 2, "hidden": 64, "layers": 4, "batches": (16, 128)},
+    "lj13": {"n": 13, "d": 3, "hidden": 32, "layers": 3, "batches": (4, 32)},
+    "lj55": {"n": 55, "d": 3, "hidden": 64, "layers": 7, "batches": (1,)},
 }
 
 
@@ -141,33 +139,6 @@ def bench_divergence(name: str, cfg: dict, device: torch.device, args) -> list[d
     return rows
 
 
-def bench_sampling(name: str, cfg: dict, device: torch.device, args) -> dict:
-    field = make_field(cfg, device)
-    num, steps = cfg["sample"]
-    prior = CoMFreeGaussian(cfg["n"], cfg["d"])
-    solver = ODESolver("rk4", n_steps=steps)
-    lib = CNF(field, prior, solver=solver).to(device)
-    plain = CNF(PlainDivField(field), prior, solver=solver).to(device)
-    reps = max(1, args.repeats // 3)
-    out = {}
-    for label, cnf in (("auto", lib), ("plain", plain)):
-        res = {}
-
-        def run(cnf=cnf, res=res):
-            res["r"] = cnf.sample(num, generator=torch.Generator(device).manual_seed(0))
-
-        out[f"{label}_s"] = timeit(run, device, 1, reps)
-        out[f"{label}_nfe"] = res["r"].nfe
-        out[f"{label}_log_q"] = res["r"].log_q
-    dev = float((out.pop("auto_log_q") - out.pop("plain_log_q")).abs().max())
-    row = {"system": name, "num": num, "rk4_steps": steps, **out, "speedup": out["plain_s"] / out["auto_s"],
-           "log_q_maxdev": dev, "auto_method": AUTO.get(device.type, "loop")}
-    print(f"{name:5s} sample N={num:4d} rk4x{steps} (nfe {row['auto_nfe']}): auto "
-          f"{row['auto_s']:.3f}s  plain {row['plain_s']:.3f}s  speedup x{row['speedup']:.2f}  "
-          f"|dlog_q| {dev:.1e}")
-    return row
-
-
 def print_div_row(r: dict) -> None:
     cells = []
     for m in METHODS:
@@ -185,7 +156,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (CPU)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--no-sampling", action="store_true", help="skip part (b)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "bench_divergence.json")
     args = ap.parse_args()
     if args.threads:
@@ -196,13 +166,11 @@ def main() -> None:
     print(f"speedup = plain per-coordinate loop time / method time (value + exact divergence)")
     print(f"{'':26s}{'':20s}{'':16s}  " + " ".join(f"{m:>11s}" for m in METHODS))
     div_rows = [r for s in args.systems for r in bench_divergence(s, SYSTEMS[s], device, args)]
-    sample_rows = [] if args.no_sampling else [bench_sampling(s, SYSTEMS[s], device, args)
-                                                for s in args.systems]
     total = time.perf_counter() - start
     print(f"total {total:.1f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, {
-        "divergence": div_rows, "sampling": sample_rows, "systems": SYSTEMS,
+        "divergence": div_rows, "systems": SYSTEMS,
         "settings": {k: str(v) for k, v in vars(args).items()}, "device": str(device),
         "auto": dict(AUTO), "total_s": total,
         "meta": provenance(script="bench_divergence.py", device=str(device),

@@ -5,7 +5,8 @@ included), ``density`` (``exact``, ``estimate`` or ``stochastic``, see
 :data:`eqbg.flows.DensityKind`) with ``density_k`` (samples in an estimated marginal, 0
 otherwise), the cost fields ``nfe`` (summed over batches), ``path_length`` (mean),
 ``wall_time_s``, ``n_batches``, and what made it: ``n``, ``method``, ``atol``, ``rtol``,
-``n_steps`` (-1: adaptive), ``exact``, ``seed``, ``n_nonfinite``.
+``n_steps`` (-1: adaptive), ``log_q_quadrature``, ``compile_field``, ``exact``, ``seed``,
+``n_nonfinite``.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ def sample_run(
         torch.set_num_threads(int(ss.num_threads))
     flow, _ = load_flow(run_dir, device=ss.device, dtype=ss.dtype)
     gen = torch.Generator(device=resolve_device(ss.device)).manual_seed(seed)
+    # solver, exact and compile_field are a CNF's options; one-pass flows ignore them
     res = flow.sample(
-        n_samples, generator=gen, batch_size=ss.batch_size, solver=ss.solver, exact=ss.exact
+        n_samples, generator=gen, batch_size=ss.batch_size, solver=ss.solver, exact=ss.exact,
+        compile_field=ss.compile_field,
     )
     x = res.x.detach().cpu().numpy()
     log_q = res.log_q.detach().cpu().double().numpy()
@@ -66,6 +69,8 @@ def sample_run(
         "atol": float(ss.atol),
         "rtol": float(ss.rtol),
         "n_steps": -1 if ss.n_steps is None else int(ss.n_steps),
+        "log_q_quadrature": ss.log_q_quadrature,
+        "compile_field": bool(ss.compile_field),
         "exact": bool(ss.exact),
         "seed": int(seed),
         "n_nonfinite": int(bad.sum()),
