@@ -290,7 +290,7 @@ class CNF(Flow):
             exact: exact divergence (else one Hutchinson probe per trajectory: an unbiased but
                 noisy ``log_q``, density kind ``stochastic``, not usable in importance weights).
             compile_field: evaluate the field (and its backward passes) through
-                ``torch.compile``: the same values up to float round-off, ~1.8x faster
+                ``torch.compile``: the same values up to float round-off, ~1.7-1.8x faster
                 divergences on the CPU (bench/README.md), after a one-off compilation of about a
                 minute (and again for each new batch shape); needs a C++ compiler on the CPU.
 

@@ -23,7 +23,7 @@ class SamplingSettings:
     #: how exact log q integrates the divergence: ``solver`` (every stage) or ``simpson`` (grid
     #: nodes only, fixed steps; ~4x fewer divergence evaluations with rk4, see ODESolver)
     log_q_quadrature: str = "solver"
-    #: CNFs: evaluate the field through torch.compile (same values up to round-off; ~1.8x faster
+    #: CNFs: evaluate the field through torch.compile (same values up to round-off; ~1.7-1.8x faster
     #: exact divergences on the CPU after ~1 min of compilation, bench/README.md)
     compile_field: bool = False
     batch_size: int | None = 1000  #: samples integrated at once
