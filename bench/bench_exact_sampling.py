@@ -21,8 +21,8 @@ error that enters importance weights.
 
 Fields: trained ones from the pipeline (``--run dw4=results/runs/dw4/egnn/otfm/seed0``), else an
 EGNN field of the default config's size trained here by flow matching for ``--train-steps``
-steps on the pipeline's training data (``results/data/{system}/train.npz``) or, without it, on
-Metropolis samples of the target; a fresh field is near zero and no test of a solver.
+steps on the pipeline's training data (``results/data/{system}/train.npz``) or, without it, on a
+small split of the same reference sampler; a fresh field is near zero and no test of a solver.
 
 Usage: ``python bench/bench_exact_sampling.py [--systems dw4 lj13] [--n 256 32] [--repeats 3]
 [--run SYSTEM=RUN_DIR ...]``. Writes ``bench/out/bench_exact_sampling.json``.
@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from bench_divergence import PlainDivField
+from eqbg.data.dataset import make_reference_data
 from eqbg.flows import CNF, ODESolver
 from eqbg.flows.registry import build_flow, load_flow
 from eqbg.io import provenance, write_json
@@ -53,20 +54,6 @@ MODEL = {"dw4": {"name": "egnn", "hidden": 64, "n_layers": 5},
 TOL = 1e-5  #: the default config's sampling tolerance (dopri5, atol = rtol)
 
 
-def _metropolis(system, n: int, g: torch.Generator, steps: int = 2000, step: float = 0.1) -> torch.Tensor:
-    shape = (n, system.n_particles, system.spatial_dim)
-    x = torch.randn(shape, generator=g) * (1.0 if system.n_particles > 4 else 2.0)
-    x = x - x.mean(1, keepdim=True)
-    e = system.energy(x)
-    for _ in range(steps):
-        y = x + step * torch.randn(shape, generator=g)
-        y = y - y.mean(1, keepdim=True)
-        ey = system.energy(y)
-        accept = torch.rand(n, generator=g) < torch.exp(e - ey)
-        x, e = torch.where(accept[:, None, None], y, x), torch.where(accept, ey, e)
-    return x
-
-
 def trained_flow(name: str, run: str | None, steps: int) -> tuple[CNF, str]:
     """The CNF to time: a pipeline run's, or one trained here by flow matching."""
     ode = {"method": "dopri5", "atol": TOL, "rtol": TOL}
@@ -77,11 +64,12 @@ def trained_flow(name: str, run: str | None, steps: int) -> tuple[CNF, str]:
     data_path = Path("results/data") / name / "train.npz"
     g = torch.Generator().manual_seed(0)
     if data_path.exists():
-        data = torch.as_tensor(np.load(data_path)["x"], dtype=torch.float32)
         source = f"{data_path}"
-    else:
-        data = _metropolis(system, 2048, g)
-        source = "Metropolis samples"
+    else:  # the pipeline's reference sampler, with a small training split
+        out = Path(__file__).parent / "out" / f"data_{name}"
+        make_reference_data(name, {"splits": {"train": 2048, "val": 256, "test": 256}}, 0, out)
+        data_path, source = out / "train.npz", f"reference data, seed 0 ({out})"
+    data = torch.as_tensor(np.load(data_path)["x"], dtype=torch.float32)
     torch.manual_seed(0)
     flow = build_flow(system, MODEL[name], ode)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)

@@ -237,26 +237,34 @@ class CNF(Flow):
         self.last_nfe = dyn.nfe
         return tuple(s[-1] for s in sol)
 
-    def _node_quadrature(
-        self, dyn: _Dynamics, t: Tensor, xs: Tensor, solver: ODESolver
-    ) -> Tensor:
-        """``int div v dt`` along a solved trajectory by Simpson's rule on its grid nodes.
-
-        Args:
-            dyn: dynamics with ``with_logp=True`` (its divergence choice and probe).
-            t: ``(N + 1,)`` the uniform grid the positions were solved on (either direction).
-            xs: ``(N + 1, B, n, d)`` the positions at the grid nodes.
+    def _solve_positions_then_quadrature(
+        self, x_start: Tensor, t: Tensor, solver: ODESolver, *, exact: bool,
+        eps: Tensor | None, with_path: bool, compile_field: bool,
+    ) -> tuple[Tensor, Tensor, Tensor | None, int]:
+        """``log_q_quadrature="simpson"``: the positions alone through the solver on the grid
+        ``t`` (``(N + 1,)``, either direction), then the divergence at its grid nodes,
+        integrated by Simpson's rule.
 
         Returns:
-            ``(B,)`` the integral of the divergence from ``t[0]`` to ``t[-1]`` (signed).
+            ``(x at t[-1], int_{t[0]}^{t[-1]} div v dt (B,), path length (B,) or None, NFE)``.
         """
-        w = simpson_weights(solver.n_steps, dtype=xs.dtype, device=xs.device)
-        total = torch.zeros(xs.shape[1], dtype=xs.dtype, device=xs.device)
-        for k in range(xs.shape[0]):
-            dyn.nfe += 1
-            _, div = dyn._v_div(t[k], xs[k], create_graph=False)
+        pos = self._dynamics(exact=exact, with_logp=False, with_path=with_path,
+                             compile_field=compile_field)
+        state = (x_start, torch.zeros_like(x_start[:, 0, 0])) if with_path else (x_start,)
+        sol = odeint(pos, state, t, **self._solver_kwargs(solver, 1))
+        nodes = sol[0]
+        div_dyn = self._dynamics(exact=exact, with_logp=True, with_path=False, eps=eps,
+                                 compile_field=compile_field)
+        w = simpson_weights(solver.n_steps, dtype=nodes.dtype, device=nodes.device)
+        total = torch.zeros_like(x_start[:, 0, 0])
+        for k in range(nodes.shape[0]):
+            div_dyn.nfe += 1
+            _, div = div_dyn._v_div(t[k], nodes[k], create_graph=False)
             total = total + w[k] * div.detach()
-        return total * (t[-1] - t[0])
+        nfe = pos.nfe + div_dyn.nfe
+        self.last_nfe = nfe
+        path = sol[1][-1] if with_path else None
+        return nodes[-1], total * (t[-1] - t[0]), path, nfe
 
     def _probe(self, x: Tensor, exact: bool, generator: torch.Generator | None) -> Tensor | None:
         return None if exact else make_probe(x, self.probe, self.com_free, generator)
@@ -308,18 +316,11 @@ class CNF(Flow):
             x0 = self.prior.sample(m, generator=generator, dtype=dtype, device=device)
             eps = self._probe(x0, exact, generator) if with_log_q else None
             if with_log_q and solver.log_q_quadrature == "simpson":
-                # positions (and path length) alone through the solver, then the divergence at
-                # the grid nodes of that trajectory
-                dyn = self._dynamics(exact=exact, with_logp=False, with_path=True,
-                                     compile_field=compile_field)
-                zero = torch.zeros(m, dtype=dtype, device=device)
-                nodes, path = odeint(dyn, (x0, zero), t, **self._solver_kwargs(solver, 1))
-                div_dyn = self._dynamics(exact=exact, with_logp=True, with_path=False, eps=eps,
-                                         compile_field=compile_field)
-                log_det = -self._node_quadrature(div_dyn, t, nodes, solver)
-                out = (nodes[-1], log_det, path[-1])
-                nfe += dyn.nfe + div_dyn.nfe
-                self.last_nfe = dyn.nfe + div_dyn.nfe
+                x1, div_integral, path, k = self._solve_positions_then_quadrature(
+                    x0, t, solver, exact=exact, eps=eps, with_path=True, compile_field=compile_field
+                )
+                out = (x1, -div_integral, path)
+                nfe += k
             else:
                 state: list[Tensor] = [x0]
                 if with_log_q:
@@ -370,16 +371,17 @@ class CNF(Flow):
         out_lp = []
         for s in range(0, B, max(bs, 1)):
             xb = x[s : s + bs]
-            dyn = self._dynamics(exact=exact, with_logp=True, with_path=False,
-                                 eps=self._probe(xb, exact, generator), compile_field=compile_field)
+            eps = self._probe(xb, exact, generator)
             if solver.log_q_quadrature == "simpson":
-                pos = self._dynamics(exact=exact, with_logp=False, with_path=False,
-                                     compile_field=compile_field)
-                (nodes,) = odeint(pos, (xb,), t, **self._solver_kwargs(solver, 1))
                 # l(0) = int_0^1 div dt; the grid runs 1 -> 0, so the signed integral is -l(0)
-                x0, l0 = nodes[-1], -self._node_quadrature(dyn, t, nodes, solver)
-                self.last_nfe = pos.nfe + dyn.nfe
+                x0, div_integral, _, _ = self._solve_positions_then_quadrature(
+                    xb, t, solver, exact=exact, eps=eps, with_path=False,
+                    compile_field=compile_field,
+                )
+                l0 = -div_integral
             else:
+                dyn = self._dynamics(exact=exact, with_logp=True, with_path=False, eps=eps,
+                                     compile_field=compile_field)
                 zero = torch.zeros(xb.shape[0], dtype=dtype, device=device)
                 x0, l0 = self._solve(dyn, (xb, zero), t, solver, 2)
             out_lp.append(self.prior.log_prob(x0) - l0)

@@ -633,23 +633,24 @@ def equivariant_ot(
     d = x1.shape[-1]
     res = equivariant_cost_matrix(x0, x1, atom_types, **options)
     cost, perm, rotation = res.cost, res.perm, res.rotation
-    source = x1.detach().double()[None].expand(res.cost.shape[0], -1, -1, -1)  # (B0, B1, n, d)
     if reflections:
         # O(d) = SO(d) u SO(d) F with F a fixed reflection: the best improper alignment of x1 is
         # the best proper one of x1 F; each pair keeps the cheaper of the two
-        flip = torch.ones(d, dtype=x1.dtype, device=x1.device)
+        flip = torch.ones(d, dtype=torch.float64, device=x1.device)
         flip[0] = -1.0
-        mirrored = equivariant_cost_matrix(x0, x1 * flip, atom_types, **options)
+        mirrored = equivariant_cost_matrix(x0, x1 * flip.to(x1.dtype), atom_types, **options)
         take = mirrored.cost < cost
         cost = torch.where(take, mirrored.cost, cost)
         perm = torch.where(take[..., None], mirrored.perm, perm)
         if rotation is not None:
             rotation = torch.where(take[..., None, None], mirrored.rotation, rotation)
-        source = torch.where(take[..., None, None], source * flip.double(), source)
     pi = torch.as_tensor(emd_permutation(cost), device=x1.device)
     rows = torch.arange(x0.shape[0], device=x1.device)
     p = perm[rows, pi]  # (B, n)
-    x1sel = torch.gather(source[rows, pi], 1, p[..., None].expand(-1, -1, d))
+    x1sel = x1.detach().double()[pi]
+    if reflections:  # mirror the chosen data samples whose cheaper alignment was improper
+        x1sel = torch.where(take[rows, pi][:, None, None], x1sel * flip, x1sel)
+    x1sel = torch.gather(x1sel, 1, p[..., None].expand(-1, -1, d))
     if rotation is not None:
         r = rotation[rows, pi]  # (B, d, d)
     else:
