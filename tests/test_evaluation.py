@@ -418,15 +418,16 @@ def test_system_table_rows_and_published_columns(tmp_path):
     assert len(table) == 3  # one row per model x loss
     assert list(table["n seeds"]) == [3, 3, 3]
     row = table[(table["model"] == "egnn") & (table["loss"] == "ml")].iloc[0]
-    # ess = 0.90, 0.91, 0.92: mean 0.91, sem = 0.01/sqrt(3) = 0.00577
-    assert row["ESS (frac.)"] == "0.91 ± 0.0058"
-    assert row["NLL (eqbg)"] == "8 ± 0.58"
+    # ess = 0.90, 0.91, 0.92: mean 0.91, sem = sd(ddof=0)/sqrt(3) = 0.01 sqrt(2/3)/sqrt(3) = 0.00471
+    # (FAB's and EACF's convention; ddof=1 gave 0.00577)
+    assert row["ESS (frac.)"] == "0.91 ± 0.0047"
+    assert row["NLL (eqbg)"] == "8 ± 0.47"
     # published E-NF NLLs sit beside egnn/ml, unverified -> dagger
     assert "8.15†" in row["published NLL (eqbg)"]
     # the EFM range (efm convention, +5.514 into ours) is shown converted: 1.68 + 5.514 = 7.194
     assert "7.194–7.234†" in row["published NLL (eqbg)"]
     text = md.read_text()
-    assert "† unverified" in text and "ddof=1" in text and "Published values" in text
+    assert "† unverified" in text and "ddof=0" in text and "Published values" in text
     assert r"\begin{tabular}" in tex.read_text() and r"$^\dagger$" in tex.read_text()
     with pytest.raises(ValueError, match="no runs of system"):
         write_system_table(df, "lj13", PUBLISHED, md, tex)
@@ -488,18 +489,43 @@ def test_histogram_kl_is_zero_for_a_sample_with_itself_and_grows_with_a_shift():
     rng = np.random.default_rng(8)
     phi, psi = rng.vonmises(-1.4, 4.0, 5000), rng.vonmises(2.6, 4.0, 5000)
     h, _ = ramachandran_histogram(phi, psi)
-    assert h.shape == (64, 64) and histogram_kl(h, h) == pytest.approx(0.0, abs=1e-12)
+    area = (2 * np.pi / 64) ** 2
+    assert h.shape == (64, 64) and histogram_kl(h, h, area) == pytest.approx(0.0, abs=1e-12)
     kls = []
     for shift in (0.2, 0.5, 1.0):
         h_shift, _ = ramachandran_histogram(np.angle(np.exp(1j * (phi + shift))), psi)
-        kls.append(histogram_kl(h, h_shift))
+        kls.append(histogram_kl(h, h_shift, area))
     assert 0.0 < kls[0] < kls[1] < kls[2]
     # hand-computed case: p = (1/2, 1/2), q = (1/4, 3/4)
     expected = 0.5 * math.log(2.0) + 0.5 * math.log(2.0 / 3.0)
-    assert histogram_kl(np.array([1.0, 1.0]), np.array([1.0, 3.0]), eps=0.0) == pytest.approx(expected)
+    assert histogram_kl(np.array([1.0, 1.0]), np.array([1.0, 3.0]), 0.5, eps=0.0) == pytest.approx(expected)
     with pytest.raises(ValueError, match="same bins"):
-        histogram_kl(np.ones(3), np.ones(4))
-    assert np.isnan(histogram_kl(h, np.zeros_like(h)))  # no flow samples: no KL
+        histogram_kl(np.ones(3), np.ones(4), 1.0)
+    assert np.isnan(histogram_kl(h, np.zeros_like(h), area))  # no flow samples: no KL
+
+
+def test_histogram_kl_puts_eps_inside_the_log_only_as_the_eacf_authors():
+    """EACF's eval_aldp.py: sum h_p log((h_p + eps) / (h_q + eps)) x bin width on densities. Data
+    mass m in a bin the model leaves empty costs m log(h_p / eps), not m log(p / eps') after
+    renormalising probabilities (which charged 3.5 nats less per unit mass for 200 bins on
+    [-pi, pi])."""
+    from eqbg.evaluation import histogram_kl
+
+    width = 2 * np.pi / 200
+    p = np.zeros(200)
+    p[:2] = 0.5
+    q = np.zeros(200)
+    q[0] = 1.0
+    eps = 1e-10
+    hp, hq = p / width, q / width
+    authors = float(np.sum(p * np.log((hp + eps) / (hq + eps))))
+    assert histogram_kl(p, q, width) == pytest.approx(authors, rel=1e-12)
+    assert authors == pytest.approx(0.5 * math.log(0.5) + 0.5 * math.log(0.5 / width / eps), rel=1e-9)
+    # the old convention (eps per bin, renormalised) charged log(1 / width) = 3.46 nats less per
+    # unit of data mass in the empty bin
+    old_p, old_q = (p + eps) / (p + eps).sum(), (q + eps) / (q + eps).sum()
+    old = float(np.sum(old_p * np.log(old_p / old_q)))
+    assert authors - old == pytest.approx(0.5 * math.log(1 / width), abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- end to end

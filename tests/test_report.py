@@ -58,7 +58,8 @@ def test_headline_table_has_one_row_per_system_model_loss_with_seed_counts():
     assert table["n_seeds"].tolist() == [3, 1, 2]
     fm = table.iloc[0]
     assert fm["ess_mean"] == pytest.approx(0.5)
-    assert fm["ess_sem"] == pytest.approx(0.1 / math.sqrt(3))
+    # ess 0.4, 0.5, 0.6: sd(ddof=0) = 0.1 sqrt(2/3), over sqrt(3) seeds (FAB's and EACF's sem)
+    assert fm["ess_sem"] == pytest.approx(0.1 * math.sqrt(2 / 3) / math.sqrt(3))
     # the interval spans the seeds' bootstrap intervals: 0.40 - 0.05 to 0.60 + 0.04
     assert (fm["ess_ci_low"], fm["ess_ci_high"]) == (pytest.approx(0.35), pytest.approx(0.64))
     assert fm["ess_ci_level"] == pytest.approx(0.9)
@@ -80,10 +81,10 @@ def test_headline_display_states_interval_samples_and_partial_seeds():
         "system", "model", "loss", "seeds", "ESS [90% interval]", "n samples", *HEADLINE_METRICS.values(),
     ]
     fm, ml, lj = (display.iloc[i] for i in range(3))
-    assert fm["ESS [90% interval]"] == "0.5 ± 0.058 [0.35, 0.64]"
+    assert fm["ESS [90% interval]"] == "0.5 ± 0.047 [0.35, 0.64]"
     assert ml["ESS [90% interval]"] == "0.2 [0.15, 0.24]"
     assert fm["n samples"] == "500" and lj["n samples"] == "300–400"
-    assert fm["NLL (eqbg)"] == "7.5 ± 0.5 (n=2)"
+    assert fm["NLL (eqbg)"] == "7.5 ± 0.35 (n=2)"
     assert ml["eff. samples/s"] == "20"
     assert fm["seeds"] == 3
 
@@ -120,7 +121,7 @@ def test_write_headline_table_from_runs_csv_files(tmp_path):
     html = publish_parts(out["rst"].read_text(), writer="html")["body"]
     assert "system-message" not in html
     assert html.count("<tr>") == 4  # header + three rows
-    assert "0.5 ± 0.058 [0.35, 0.64]" in html and "300–400" in html
+    assert "0.5 ± 0.047 [0.35, 0.64]" in html and "300–400" in html
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dw4", "headline.csv", "headline.md", "headline.rst", "lj13"]
 
 
@@ -135,7 +136,7 @@ def test_system_table_shows_effective_samples_per_second():
     published = pd.DataFrame(columns=["system", "metric", "model", "loss", "value", "value_low", "value_high",
                                       "convention", "verified", "paper", "table", "method", "setting", "source"])
     table, _ = system_table(runs, "dw4", published)
-    assert table["eff. samples/s"].tolist() == ["50 ± 5.8", "20"]
+    assert table["eff. samples/s"].tolist() == ["50 ± 4.7", "20"]
 
 
 # ----------------------------------------------------------------------------- front page
@@ -172,7 +173,7 @@ def test_front_page_shows_the_headline_table(tmp_path, monkeypatch):
     assert "system-message" not in html, html
     # the headline table comes before anything else on the page
     assert html.index("<table") < html.index("What this is")
-    assert "0.5 ± 0.058 [0.35, 0.64]" in html
+    assert "0.5 ± 0.047 [0.35, 0.64]" in html
     assert "showCategory('Across" in html  # the link to the headline's category
     for text in ("NLL", "Kish", "pair sum", "sampling_speed", "lj13"):
         assert text in html

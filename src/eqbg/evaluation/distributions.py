@@ -123,16 +123,27 @@ def density_histogram(values: np.ndarray, edges: np.ndarray, weights: np.ndarray
     return counts / (total * np.diff(edges))
 
 
-def histogram_kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-10) -> float:
-    """``KL(p || q)`` in nats of two histograms over the same bins (any shape; each is
-    normalised to sum 1 after adding ``eps`` per bin, the FAB/EACF regulariser, so empty bins
-    of ``q`` give a large but finite value); NaN when either histogram is empty (no samples)."""
+def histogram_kl(p: np.ndarray, q: np.ndarray, bin_volume: float, eps: float = 1e-10) -> float:
+    """``KL(p || q)`` in nats of two histograms over the same bins, in the EACF/FAB authors'
+    convention (EACF ``eacf/train/eval_aldp.py``): with densities ``h = prob / bin_volume``,
+    ``KL = sum_i prob_p,i log((h_p,i + eps) / (h_q,i + eps))``, ``eps`` inside the log only, so
+    an empty bin of ``q`` costs ``log(h_p / eps)`` per unit of ``p``'s mass there (adding ``eps``
+    to the probabilities and renormalising instead charged ``log(1 / bin_volume)`` less: 3.5 nats
+    per unit of mass for 200 bins on [-pi, pi], 4.6 for 64 x 64).
+
+    Args:
+        p, q: histograms (counts, probabilities or densities; any shape, normalised here).
+        bin_volume: length (area) of one bin, e.g. ``2 pi / 200`` for 200 bins of an angle.
+        eps: the authors' 1e-10.
+
+    Returns:
+        The KL; NaN when either histogram is empty (no samples).
+    """
     p = np.asarray(p, dtype=np.float64).ravel()
     q = np.asarray(q, dtype=np.float64).ravel()
     if p.shape != q.shape:
         raise ValueError(f"histograms must have the same bins, got {p.size} and {q.size}")
     if not (p.sum() > 0 and q.sum() > 0):
         return float("nan")
-    p, q = p + eps, q + eps
     p, q = p / p.sum(), q / q.sum()
-    return float(np.sum(p * np.log(p / q)))
+    return float(np.sum(p * np.log((p / bin_volume + eps) / (q / bin_volume + eps))))

@@ -1,7 +1,9 @@
 """Collect per-run metrics and write per-system comparison tables (Markdown and LaTeX).
 
 Rows are ``model x loss``; each metric is shown as ``mean ± sem`` over seeds with
-``sem = sd(ddof=1) / sqrt(n_seeds)`` (a single seed shows the value alone).  Published numbers
+``sem = sd(ddof=0) / sqrt(n_seeds)`` (a single seed shows the value alone): the population
+standard deviation, as FAB and EACF report theirs (``latex_table.py``: ``sem(ddof=0)``), so our
+values and the published ones beside them have the same kind of error.  Published numbers
 from ``workflow/resources/published.csv`` appear beside ours with a reference number; every
 value not verified against its source carries a dagger (†) and a footnote.
 """
@@ -16,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from eqbg.evaluation.expectation import exact_sample_quadratic_bias
 from eqbg.evaluation.nll import NLL_CONVENTIONS, convert_nll
-from eqbg.systems import SYSTEM_SPECS, system_spec
+from eqbg.systems import SYSTEM_SPECS, get_system, system_spec
 
 #: Subspace dimension of each system's prior, used to convert published NLLs between
 #: conventions ((n-1)*d for CoM-free systems, n*d otherwise); from the system registry.
@@ -47,6 +50,8 @@ TABLE_METRICS: dict[str, str] = {
     "mode_coverage_bound": "modes bound (n/modes)",
     "quadratic_bias_weighted": "bias E[f] rew.",
     "quadratic_bias_unweighted": "bias E[f]",
+    "quadratic_bias_weighted_fab": "bias E[f] rew. (FAB conv.)",
+    "quadratic_bias_unweighted_fab": "bias E[f] (FAB conv.)",
     "forward_kl": "fwd KL",
     "frac_failed": "failed (frac.)",
     "samples_per_s": "samples/s",
@@ -57,7 +62,9 @@ TABLE_METRICS: dict[str, str] = {
 }
 
 #: Published metrics that are compared in the main table (others appear in the reference list).
-PUBLISHED_COLUMNS = ("ess", "nll", "energy_w2", "distance_w2", "samples_per_s", "quadratic_bias_weighted")
+#: FAB's published biases sit beside the FAB-convention columns only (eqbg.evaluation.expectation).
+PUBLISHED_COLUMNS = ("ess", "nll", "energy_w2", "distance_w2", "samples_per_s",
+                     "quadratic_bias_weighted_fab", "quadratic_bias_unweighted_fab")
 
 PUBLISHED_REQUIRED = (
     "paper", "table", "system", "setting", "method", "model", "loss", "metric", "value",
@@ -65,6 +72,15 @@ PUBLISHED_REQUIRED = (
 )
 
 DAGGER = "†"
+
+#: ddof of the seeds' standard deviation in every sem (FAB's and EACF's convention; 1.22x
+#: narrower than ddof=1 at 3 seeds)
+SEM_DDOF = 0
+
+
+def seed_sem(values: np.ndarray) -> float:
+    """``sd(ddof=SEM_DDOF) / sqrt(n)`` of the finite per-seed ``values`` (NaN for one seed)."""
+    return float(values.std(ddof=SEM_DDOF) / math.sqrt(values.size)) if values.size > 1 else float("nan")
 
 
 def _flatten(record: dict, prefix: str = "") -> dict:
@@ -145,7 +161,7 @@ def _fmt(x: float, digits: int = 4) -> str:
 
 def mean_sem_table(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """Per ``(model, loss, variant)``: ``n_seeds`` and, for each metric, columns ``{m}_mean``
-    and ``{m}_sem`` (sd with ddof=1 over seeds / sqrt(n); NaN for one seed).  Non-finite values
+    and ``{m}_sem`` (:func:`seed_sem`; NaN for one seed).  Non-finite values
     (e.g. a failed NLL) are excluded from mean and sem and counted in ``{m}_n``."""
     rows = []
     for (model, loss, variant), group in with_variant(df).groupby(list(METHOD_KEYS), sort=True):
@@ -155,7 +171,7 @@ def mean_sem_table(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             values = values[np.isfinite(values)]
             row[f"{m}_n"] = int(values.size)
             row[f"{m}_mean"] = float(values.mean()) if values.size else float("nan")
-            row[f"{m}_sem"] = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
+            row[f"{m}_sem"] = seed_sem(values)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -250,7 +266,8 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
 
 
 FOOTNOTES = (
-    "Values: mean ± sem over seeds, sem = sd(ddof=1)/sqrt(n seeds); one seed shows the value alone; "
+    "Values: mean ± sem over seeds, sem = sd(ddof=0)/sqrt(n seeds) as FAB and EACF report theirs; one seed "
+    "shows the value alone; "
     "(n=k) marks metrics finite in only k seeds.",
     "NLL (eqbg): -mean log q(x_test), exact divergence, CoM-free Gaussian prior normalised over (n-1)d dims "
     "(E-NF/EACF convention). NLL (EFM conv.) = NLL (eqbg) - (n-1)d/2 log(2π). Published NLLs are converted "
@@ -259,6 +276,11 @@ FOOTNOTES = (
     "Augmented flows (eacf): NLL from the importance-sampled marginal over the augmented variables "
     "(K = marginal_k, 20 by default: biased high for finite K); ESS from the joint weights "
     "p(x)π(a|x)/q(x, a); fwd ESS with one augmented sample per test point (the EACF paper's definitions).",
+    "bias E[f] (GMM-40): |E_hat[f] - E[f]| / E[f] of FAB's quadratic f from 1000-sample estimates, against the "
+    "exact E[f] of the same f (ours), and in FAB's convention (FAB conv.): against the expectation of f's float32 "
+    "draw, 8.7 % away, the weighted column mean |bias|, the unweighted one |mean bias| (fab-torch "
+    "evaluation_expectation_quadratic_func.py). FAB's published biases are shown beside the FAB-convention "
+    "columns only; the 'target / exact' row is exact target samples (100 x 1000), the floor of either convention.",
     f"{DAGGER} unverified: recalled, not checked against the paper (PAPERS.md); do not treat as ground truth.",
     "Published datasets, energies and sample counts differ from ours (see setting); comparisons are indicative.",
 )
@@ -288,7 +310,7 @@ def training_size_table(df: pd.DataFrame, system: str, published: pd.DataFrame) 
         nll = pd.to_numeric(group["nll"], errors="coerce").to_numpy(dtype=float)
         finite = nll[np.isfinite(nll)]
         mean = float(finite.mean()) if finite.size else float("nan")
-        sem = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else float("nan")
+        sem = seed_sem(finite)
         efm = convert_nll(mean, dim, source="eqbg", target="efm") if math.isfinite(mean) else mean
         match = pub[(pub["metric"] == "nll") & (pub["model"] == model)
                     & ((pub["loss"] == loss) | (pub["loss"] == "*"))
@@ -370,6 +392,21 @@ SPEED_NOTES = (
 )
 
 
+#: model and loss names of the reference rows of exact target samples
+EXACT_REFERENCE = ("target", "exact")
+
+
+def with_reference_rows(df: pd.DataFrame, system: str) -> pd.DataFrame:
+    """``df`` plus a row of exact target samples for systems with a test function (GMM-40:
+    FAB's "target" rows, the bias floor of either convention; model ``target``, loss ``exact``)."""
+    if system not in SYSTEM_SPECS or "test_function" not in system_spec(system).observables:
+        return df
+    model, loss = EXACT_REFERENCE
+    row = {"system": system, "model": model, "loss": loss, "variant": "", "seed": 0,
+           **exact_sample_quadratic_bias(get_system(system))}
+    return pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+
+
 def write_system_table(
     df: pd.DataFrame,
     system: str,
@@ -390,7 +427,7 @@ def write_system_table(
     """
     from eqbg.io import atomic_path
 
-    table, refs = system_table(df, system, load_published(published_csv))
+    table, refs = system_table(with_reference_rows(df, system), system, load_published(published_csv))
     md = [f"# {system}: evaluation summary\n", table.to_markdown(index=False), ""]
     md += [f"- {note}" for note in FOOTNOTES]
     sizes = training_size_table(df, system, load_published(published_csv))
@@ -448,7 +485,7 @@ HEADLINE_METRICS: dict[str, str] = {
 
 #: What every headline number means (written under the table in Markdown and in the report).
 HEADLINE_NOTES = (
-    "One row per system × model × loss: the mean over its seeds (seeds column), ± sem = sd(ddof=1)/sqrt(seeds) "
+    "One row per system × model × loss: the mean over its seeds (seeds column), ± sem = sd(ddof=0)/sqrt(seeds) "
     "with several seeds; (n=k) marks a metric finite in only k seeds.",
     "ESS: Kish (Σw)²/(nΣw²) as a fraction of the n generated samples of each run (n samples column), failed "
     "samples kept with weight ≈ 0. Brackets: the run's percentile bootstrap interval; with several seeds, from "

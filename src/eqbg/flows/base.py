@@ -171,6 +171,15 @@ class Flow(nn.Module, ABC):
         """Differentiable mean negative log-likelihood of a data batch ``x: (B, n, d)`` (the
         maximum-likelihood objective; may be a stochastic but unbiased estimate)."""
 
+    def auxiliary_loss(self) -> Tensor | None:
+        """The flow's own weighted regulariser of its last differentiable call, or ``None``.
+
+        Every training loss adds it to its objective (:meth:`eqbg.losses.base.Loss.__call__`),
+        so a flow that has one (the augmented coupling flow's frame collinearity penalty) is
+        trained with it by maximum likelihood, FAB and reverse KL alike, as its authors do.
+        """
+        return None
+
     # ------------------------------------------------------------------ the sampling state
     # Annealed importance sampling and FAB move points in the space the flow's density is
     # defined on: the configurations themselves, or configurations with augmented variables.

@@ -156,7 +156,7 @@ class EACFSettings:
     """
 
     name: str = "eacf"  #: registry name
-    prior_scale: float = 1.0  #: std of the CoM-free Gaussian base of x
+    prior_scale: float = 1.0  #: std of the CoM-free Gaussian base of x (in units of length_scale)
     n_aug: int = 1  #: augmented variable sets per particle (A)
     n_blocks: int = 12  #: blocks of two couplings (a given x, x given a)
     #: per-node frame: spherical (paper default), proj, along_vector
@@ -170,9 +170,14 @@ class EACFSettings:
     egnn_layers: int = 3  #: conditioner EGNN message-passing layers
     egnn_features: int = 128  #: invariant features per node into the parameter head
     head_hidden: int = 64  #: width of the two hidden layers of the parameter head
-    aug_scale: float = 0.1  #: sigma of pi(a|x) = N(a; x, sigma^2 I) and of the base's a
+    aug_scale: float = 0.1  #: sigma of pi(a|x) = N(a; x, sigma^2 I) and of the base's a (length_scale units)
     marginal_k: int = 20  #: K of the importance-sampled marginal log q(x) (NLL)
-    aux_loss_weight: float = 0.0  #: weight of the 3D frame collinearity loss in ml training
+    aux_loss_weight: float = 0.0  #: weight of the 3D frame collinearity loss in training (every loss)
+    #: the flow's internal length unit in system units (positions divided by it on the way in;
+    #: EACF trains alanine dipeptide in units of 0.16626292 nm)
+    length_scale: float = 1.0
+    scaling_layer: bool = False  #: a scaling block ends every block (EACF's alanine dipeptide flow)
+    scaling_layer_conditioned: bool = True  #: its shrink conditioned on the augmented centres
     identical_init: bool = True  #: every block starts from the first block's parameters
 
     def validate(self) -> None:
@@ -187,8 +192,8 @@ class EACFSettings:
                 raise SettingsError(f"model[eacf].{key} must be >= 1, got {getattr(self, key)}")
         if self.n_bins < 2:
             raise SettingsError(f"model[eacf].n_bins must be >= 2, got {self.n_bins}")
-        if not (self.aug_scale > 0 and self.prior_scale > 0):
-            raise SettingsError("model[eacf].aug_scale and prior_scale must be positive")
+        if not (self.aug_scale > 0 and self.prior_scale > 0 and self.length_scale > 0):
+            raise SettingsError("model[eacf].aug_scale, prior_scale and length_scale must be positive")
 
 
 def _build_eacf(system: Any, s: EACFSettings, ode: ODESettings) -> Flow:
@@ -204,6 +209,8 @@ def _build_eacf(system: Any, s: EACFSettings, ode: ODESettings) -> Flow:
         proj_transform=s.proj_transform, egnn_hidden=s.egnn_hidden, egnn_layers=s.egnn_layers,
         egnn_features=s.egnn_features, head_hidden=s.head_hidden, prior_scale=s.prior_scale,
         aug_scale=s.aug_scale, marginal_k=s.marginal_k, aux_loss_weight=s.aux_loss_weight,
+        length_scale=s.length_scale, scaling_layer=s.scaling_layer,
+        scaling_layer_conditioned=s.scaling_layer_conditioned,
         identical_init=s.identical_init, atom_types=system.atom_types,
     )
 

@@ -1,7 +1,9 @@
 """The Loss protocol: one object per training objective.
 
 A loss says what it needs (:attr:`Loss.needs_data`: a batch of reference configurations;
-:attr:`Loss.needs_energy`: the target energy), computes a differentiable scalar for one step,
+:attr:`Loss.needs_energy`: the target energy), computes a differentiable scalar for one step
+(:meth:`Loss.objective`, to which calling the loss adds the flow's own regulariser,
+:meth:`eqbg.flows.base.Flow.auxiliary_loss`, in one place for every loss),
 counts the target-energy evaluations it made, and has a state that is checkpointed with the
 model (a replay buffer, adapted step sizes, the energy counter), so a resumed run continues
 exactly where it stopped.
@@ -23,7 +25,7 @@ __all__ = ["Loss"]
 class Loss(ABC):
     """One training objective.
 
-    Subclasses set :attr:`needs_data` and :attr:`needs_energy` and implement :meth:`__call__`;
+    Subclasses set :attr:`needs_data` and :attr:`needs_energy` and implement :meth:`objective`;
     those with more state than the energy counter extend :meth:`state_dict` and
     :meth:`load_state_dict`.
     """
@@ -36,11 +38,18 @@ class Loss(ABC):
     def __init__(self) -> None:
         self.n_energy_evals = 0  #: target-energy evaluations made so far (all steps)
 
+    def __call__(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
+        """The loss of one step: :meth:`objective` plus the flow's auxiliary loss of the
+        objective's last differentiable call (:meth:`eqbg.flows.base.Flow.auxiliary_loss`)."""
+        value = self.objective(flow, batch, generator=generator)
+        aux = flow.auxiliary_loss()
+        return value if aux is None else value + aux
+
     @abstractmethod
-    def __call__(
+    def objective(
         self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator
     ) -> Tensor:
-        """The loss of one step, a differentiable scalar.
+        """The objective of one step, a differentiable scalar.
 
         Args:
             flow: the model being trained.

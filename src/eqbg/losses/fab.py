@@ -6,7 +6,9 @@ distribution that minimises the variance of the importance weights. The AIS poin
 are constants of the loss (no gradient flows into them).
 
 **Without buffer**: each step draws ``B`` flow samples, runs AIS and minimises
-``-sum_i w_bar_i log q(z_i)`` with ``w_bar = softmax(log w)``.
+``-(1/B) sum_i w_bar_i log q(z_i)`` with ``w_bar = softmax(log w)``: the batch mean, as fab-torch
+(``fab/core.py``) and EACF (``fab_train_no_buffer.py``), so the gradient scale does not grow with
+``B`` and matches the buffer's loss (a mean over its batch).
 
 **With the prioritised replay buffer** (:mod:`eqbg.losses.replay_buffer`), per iteration of
 ``n_updates`` steps: draw ``n_updates x B`` distinct entries by weight; for each step minimise
@@ -89,7 +91,7 @@ class FlowAnnealedBootstrap(Loss):
         self.last_ais = result
         return result
 
-    def __call__(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
+    def objective(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
         if self.buffer is None:
             res = self.run_ais(flow, generator)
             w_bar = torch.softmax(res.log_w, dim=0)
@@ -99,7 +101,8 @@ class FlowAnnealedBootstrap(Loss):
             use = (w_bar > 0) & valid_log_q(res.log_q)
             log_q = flow.state_log_prob(res.z[use])
             ok = valid_log_q(log_q)
-            return -(w_bar[use][ok] * log_q[ok]).sum()
+            # the authors' batch mean: the AIS batch size B, whatever number of points had weight
+            return -(w_bar[use][ok] * log_q[ok]).sum() / res.log_w.shape[0]
         buffer = self.buffer
         while not buffer.ready:  # the initial fill
             res = self.run_ais(flow, generator)

@@ -122,7 +122,7 @@ class FlowMatching(Loss):
         self.coupling = coupling
         self.sigma = float(sigma)
 
-    def __call__(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
+    def objective(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
         field, prior = getattr(flow, "field", None), getattr(flow, "prior", None)
         if field is None or prior is None:
             raise TypeError(

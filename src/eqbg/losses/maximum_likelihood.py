@@ -66,7 +66,7 @@ class MaximumLikelihood(Loss):
             "exact": use_exact_divergence(flow, self.divergence, self.exact_max_dim),
         }
 
-    def __call__(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
+    def objective(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
         if batch is None:
             raise ValueError("maximum likelihood needs a data batch")
         return flow.nll(batch, generator=generator, **self.flow_options(flow))

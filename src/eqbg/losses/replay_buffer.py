@@ -5,8 +5,12 @@ and the flow's log density ``log_q`` when they were added (or last adjusted). Sa
 without replacement with probability proportional to ``w`` (Gumbel top-k over ``log_w``), all
 mini-batches of an iteration at once (disjoint). After a gradient step the drawn entries are
 re-weighted to the new flow: ``log_w += (1 - alpha)(log q_new - log q_old)``, ``log_q <- log q_new``
-(``alpha = 2``: ``w <- w q_old / q_new``); a non-finite adjustment sets ``log_w = -inf``. Empty
-slots are never drawn.
+(``alpha = 2``: ``w <- w q_old / q_new``); an entry whose new ``log q`` is not a valid density
+(non-finite, or below the failed-point floor of :func:`eqbg.flows.base.valid_log_q`, which the
+loss does not train on) or whose adjustment is non-finite gets ``log_w = -inf``, so it is never
+drawn again. Empty slots are never drawn. As fab-jax's ``add``, an invalid new entry (non-finite
+``z``, ``log_w`` or ``log_q``) leaves the slot it would overwrite as it was, and the write position
+moves on by the whole batch.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from eqbg.flows.base import valid_log_q
 
 __all__ = ["PrioritisedReplayBuffer"]
 
@@ -55,7 +61,11 @@ class PrioritisedReplayBuffer:
         if k > self.capacity:  # only the newest fit
             z, log_w, log_q, k = z[-self.capacity:], log_w[-self.capacity:], log_q[-self.capacity:], self.capacity
         idx = (self.pos + torch.arange(k, device=self.z.device)) % self.capacity
-        self.z[idx], self.log_w[idx], self.log_q[idx] = z, log_w, log_q
+        valid = torch.isfinite(log_w) & torch.isfinite(log_q) & torch.isfinite(z.flatten(1)).all(-1)
+        keep = ~valid  # fab-jax: an invalid point keeps the slot's old entry
+        self.z[idx] = torch.where(keep.view(-1, *[1] * (z.dim() - 1)), self.z[idx], z)
+        self.log_w[idx] = torch.where(keep, self.log_w[idx], log_w)
+        self.log_q[idx] = torch.where(keep, self.log_q[idx], log_q)
         self.pos = int((self.pos + k) % self.capacity)
         self.n = min(self.n + k, self.capacity)
 
@@ -79,7 +89,8 @@ class PrioritisedReplayBuffer:
         """Re-weight entries ``idx`` to the flow's new log density ``log_q_new``."""
         log_q_new = log_q_new.detach()
         log_w = self.log_w[idx] + (1.0 - self.alpha) * (log_q_new - self.log_q[idx])
-        self.log_w[idx] = torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -math.inf))
+        ok = torch.isfinite(log_w) & valid_log_q(log_q_new)
+        self.log_w[idx] = torch.where(ok, log_w, torch.full_like(log_w, -math.inf))
         self.log_q[idx] = log_q_new
 
     def state_dict(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class ReverseKL(Loss):
         self.energy = energy
         self.batch_size = int(batch_size)
 
-    def __call__(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
+    def objective(self, flow: Flow, batch: Tensor | None, *, generator: torch.Generator) -> Tensor:
         x, log_q = flow.rsample(self.batch_size, generator=generator)
         u = self.energy(x)
         self.n_energy_evals += self.batch_size

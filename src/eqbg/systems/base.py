@@ -231,9 +231,12 @@ class System:
         none); only for systems with ``"modes"`` in ``observables``."""
         raise NotImplementedError(f"{self.name} has no known modes ({self.observables=})")
 
-    def quadratic_test_function(self, seed: int = 0) -> tuple[Callable[[Tensor], Tensor], float]:
-        """``(f, E_p[f])``: a test function and its exact expectation under the target; only for
-        systems with ``"test_function"`` in ``observables``."""
+    def quadratic_test_function(
+        self, seed: int = 0, draw_dtype: torch.dtype = torch.float64
+    ) -> tuple[Callable[[Tensor], Tensor], float]:
+        """``(f, E_p[f])``: a test function (its random coefficients drawn in ``draw_dtype``) and
+        its exact expectation under the target; only for systems with ``"test_function"`` in
+        ``observables``."""
         raise NotImplementedError(f"{self.name} has no test function ({self.observables=})")
 
     def spec_mismatch(self, spec: SystemSpec) -> list[str]:

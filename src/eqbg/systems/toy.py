@@ -75,21 +75,26 @@ class GaussianMixture40(ExactSystem):
         """``-log p(x)`` ``(batch,)`` of ``x: (batch, 1, 2)``."""
         return -self.log_prob(x)
 
-    def quadratic_test_function(self, seed: int = 0) -> tuple[Callable[[Tensor], Tensor], float]:
+    def quadratic_test_function(
+        self, seed: int = 0, draw_dtype: torch.dtype = torch.float64
+    ) -> tuple[Callable[[Tensor], Tensor], float]:
         """FAB's test function and its exact expectation under the mixture.
 
         ``f(x) = (x + s)^T A (x + s) + b^T (x + s)`` with ``s = 2 N(0, I)``, ``A = 2 U[0, 1]^{2x2}``,
-        ``b = U[0, 1]^2`` drawn once from ``seed``. For the mixture, ``E_p[f] = mean_k [tr(A S) +
-        (mu_k + s)^T A (mu_k + s) + b^T (mu_k + s)]`` with ``S = std^2 I``, exactly (FAB estimates it
-        by Monte Carlo with 1e7 samples).
+        ``b = U[0, 1]^2`` drawn once from ``seed`` in ``draw_dtype`` (then used in float64). For
+        the mixture, ``E_p[f] = mean_k [tr(A S) + (mu_k + s)^T A (mu_k + s) + b^T (mu_k + s)]``
+        with ``S = std^2 I``, exactly (FAB estimates it by Monte Carlo with 1e7 samples). The
+        float32 draw is another ``f`` (FAB's "true" expectation used it; see
+        :mod:`eqbg.evaluation.expectation`).
 
         Returns:
             ``(f: (batch, 1, 2) -> (batch,), E_p[f])``.
         """
         gen = torch.Generator().manual_seed(seed)
-        shift = 2.0 * torch.randn(2, generator=gen, dtype=torch.float64)
-        a = 2.0 * torch.rand(2, 2, generator=gen, dtype=torch.float64)
-        b = torch.rand(2, generator=gen, dtype=torch.float64)
+        shift = 2.0 * torch.randn(2, generator=gen, dtype=draw_dtype)
+        a = 2.0 * torch.rand(2, 2, generator=gen, dtype=draw_dtype)
+        b = torch.rand(2, generator=gen, dtype=draw_dtype)
+        shift, a, b = (t.to(torch.float64) for t in (shift, a, b))
 
         def f(x: Tensor) -> Tensor:
             y = x.reshape(x.shape[0], 2).to(torch.float64) + shift.to(x.device)

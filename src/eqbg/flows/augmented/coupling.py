@@ -75,14 +75,16 @@ class AugmentedCoupling(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
         self.register_buffer("ref_source", torch.arange(frame.n_refs) % n_cond)
-        #: mean collinearity loss of the last call (3D frames; see ``collinearity_loss``)
+        #: ``(B,)`` mean collinearity loss over the nodes of the last differentiable call (3D
+        #: frames; see ``collinearity_loss``), None after a call without gradients
         self.last_aux: Tensor | None = None
 
     def _conditioner(self, cond: Tensor) -> tuple[Tensor, Tensor]:
         """``cond (B, n, C, d)`` centred -> ``(refs (B, n, 1, R, d), params (B, n, T, P))``."""
         v, h = self.egnn(cond)
         refs = cond[:, :, self.ref_source] + v  # (B, n, R, d)
-        self.last_aux = collinearity_loss(refs).mean(-1)
+        # the penalty of differentiable calls only (training); on the raw vectors, as EACF
+        self.last_aux = collinearity_loss(v).mean(-1) if torch.is_grad_enabled() else None
         B, n = cond.shape[:2]
         params = self.head(h).view(B, n, self.n_trans, self.frame.n_params)
         return refs.unsqueeze(2), params

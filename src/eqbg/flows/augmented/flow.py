@@ -7,6 +7,15 @@ base ``q0(x, a) = N_CoM(x; 0, s^2 I) prod_c N(a_c; x, sigma^2 I)``, then ``n_blo
 function first subtracts ``mean(x)`` from every channel, so ``log q(x + t, a + t) = log q(x, a)``.
 One forward pass gives a sample and its exact joint density.
 
+**Length unit.** The couplings (spline ranges such as ``rho`` on [0, 10], the EGNN's
+``|x_i - x_j| + 1`` normaliser) work in an internal unit of ``length_scale`` system units: states
+are divided by it on the way into the couplings and multiplied on the way out, and the base and
+``pi`` have standard deviations ``prior_scale`` and ``aug_scale`` in that unit. With the same
+parameters, ``log q_s(x) = log q_1(x / s) - D log s`` (``D`` the degrees of freedom). The EACF
+authors train alanine dipeptide in units of 0.16626292 nm (``examples/aldp_eval/eval_test.py``).
+With ``scaling_layer`` every block ends with a :class:`~eqbg.flows.augmented.scaling.ScalingBlock`
+(their alanine dipeptide flow).
+
 The target is extended by the same conditional, ``pi(a | x) = prod_c N(a_c; x, sigma^2 I)``, so
 the marginal of ``x`` is the target itself. What each call returns:
 
@@ -20,7 +29,8 @@ the marginal of ``x`` is the target itself. What each call returns:
   ``K = 1`` these are the paper's forward-ESS weights (one ``a`` per test point).
 * :meth:`nll`: ``-mean [log q(x, a) - log pi(a | x)]``, ``a ~ pi``: the augmented maximum-likelihood
   objective (an upper bound on the NLL), samples with non-finite or < -1e4 log density dropped
-  (the authors' guard), plus ``aux_loss_weight`` times the frames' collinearity loss.
+  (the authors' guard). The frames' collinearity loss, times ``aux_loss_weight``, is
+  :meth:`auxiliary_loss`, which every training loss adds (:class:`eqbg.losses.base.Loss`).
 * :meth:`rsample`: differentiable samples with the same ``log_q`` as :meth:`sample` (reverse KL
   on the joint space equals ``E_q[log_q - log p(x)]``).
 """
@@ -34,6 +44,7 @@ from torch import Tensor, nn
 
 from eqbg.flows.augmented.coupling import AugmentedCoupling
 from eqbg.flows.augmented.frames import FRAMES
+from eqbg.flows.augmented.scaling import ScalingBlock
 from eqbg.flows.base import Flow, FlowSample, one_pass_sample, valid_log_q
 from eqbg.flows.priors import CoMFreeGaussian
 from eqbg.geometry import remove_mean
@@ -53,10 +64,14 @@ class AugmentedCouplingFlow(Flow):
         n_bins: spline bins.
         proj_transform: ``affine`` or ``spline`` (``proj`` frame).
         egnn_hidden, egnn_layers, egnn_features, head_hidden: conditioner sizes.
-        prior_scale: std ``s`` of the CoM-free Gaussian base of ``x``.
-        aug_scale: ``sigma`` of ``pi(a | x)`` and of the base's ``a``.
+        prior_scale: std of the CoM-free Gaussian base of ``x`` (internal unit).
+        aug_scale: ``sigma`` of ``pi(a | x)`` and of the base's ``a`` (internal unit).
+        length_scale: the internal unit in system units (see the module docstring).
+        scaling_layer: end every block with a scaling block (EACF's alanine dipeptide flow).
+        scaling_layer_conditioned: its shrink factors conditioned on the augmented centres.
         marginal_k: ``K`` of :meth:`log_prob`.
-        aux_loss_weight: weight of the collinearity loss in :meth:`nll` (3D frames).
+        aux_loss_weight: weight of the collinearity loss in training (3D frames;
+            :meth:`auxiliary_loss`).
         identical_init: give every block the parameters of the first (the authors' init).
         atom_types: ``(n,)`` atom types, ``None``: all alike.
     """
@@ -82,6 +97,9 @@ class AugmentedCouplingFlow(Flow):
         aug_scale: float = 0.1,
         marginal_k: int = 20,
         aux_loss_weight: float = 0.0,
+        length_scale: float = 1.0,
+        scaling_layer: bool = False,
+        scaling_layer_conditioned: bool = True,
         identical_init: bool = True,
         atom_types: Tensor | None = None,
     ) -> None:
@@ -90,10 +108,12 @@ class AugmentedCouplingFlow(Flow):
             raise ValueError(f"unknown frame {frame!r}; known: {sorted(FRAMES)}")
         if n_aug < 1 or n_blocks < 1 or marginal_k < 1:
             raise ValueError("n_aug, n_blocks and marginal_k must be >= 1")
-        if not (prior_scale > 0 and aug_scale > 0):
-            raise ValueError("prior_scale and aug_scale must be positive")
+        if not (prior_scale > 0 and aug_scale > 0 and length_scale > 0):
+            raise ValueError("prior_scale, aug_scale and length_scale must be positive")
         self.n, self.d, self.n_aug = int(n_particles), int(spatial_dim), int(n_aug)
-        self.aug_scale = float(aug_scale)
+        self.length_scale = float(length_scale)
+        #: std of pi(a | x) in system units
+        self.aug_std = float(aug_scale) * self.length_scale
         self.marginal_k, self.aux_loss_weight = int(marginal_k), float(aux_loss_weight)
         if frame != "proj" and proj_transform != "affine":
             raise ValueError("proj_transform applies to the 'proj' frame only")
@@ -110,10 +130,15 @@ class AugmentedCouplingFlow(Flow):
 
         # sampling order: x given a (swap=True), then a given x, in every block
         self.couplings = nn.ModuleList(coupling(swap) for _ in range(n_blocks) for swap in (True, False))
+        # built after the couplings, so flows without them draw the same initial parameters
+        self.scalings = nn.ModuleList(
+            ScalingBlock(n_aug, scaling_layer_conditioned) for _ in range(n_blocks if scaling_layer else 0))
         if identical_init:
             for i in range(2, len(self.couplings)):
                 self.couplings[i].load_state_dict(self.couplings[i % 2].state_dict())
-        self.prior = CoMFreeGaussian(n_particles, spatial_dim, scale=prior_scale)
+            for block in self.scalings[1:]:
+                block.load_state_dict(self.scalings[0].state_dict())
+        self.prior = CoMFreeGaussian(n_particles, spatial_dim, scale=prior_scale * self.length_scale)
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -132,7 +157,7 @@ class AugmentedCouplingFlow(Flow):
     # ------------------------------------------------------------------ densities
     def log_pi(self, a: Tensor, x: Tensor) -> Tensor:
         """``log pi(a | x)``: ``a (B, n, A, d)``, ``x (B, n, d)`` -> ``(B,)``."""
-        s2 = self.aug_scale**2
+        s2 = self.aug_std**2
         sq = (a - x.unsqueeze(2)).pow(2).flatten(1).sum(-1)
         return -0.5 * sq / s2 - 0.5 * self.n * self.n_aug * self.d * math.log(2 * math.pi * s2)
 
@@ -140,7 +165,7 @@ class AugmentedCouplingFlow(Flow):
         """``a ~ pi(. | x)``: ``x (B, n, d)`` -> ``(B, n, A, d)``."""
         eps = torch.randn((*x.shape[:2], self.n_aug, self.d), generator=generator,
                           dtype=x.dtype, device=x.device)
-        return x.unsqueeze(2) + self.aug_scale * eps
+        return x.unsqueeze(2) + self.aug_std * eps
 
     def base_log_prob(self, z: Tensor) -> Tensor:
         """``log q0(x, a)`` of ``z (B, n, 1+A, d)``."""
@@ -152,28 +177,52 @@ class AugmentedCouplingFlow(Flow):
         x = self.prior.sample(num, generator=generator)
         return torch.cat([x.unsqueeze(2), self.sample_pi(x, generator)], dim=2)
 
+    def _layers(self) -> list[nn.Module]:
+        """Couplings and scaling blocks in sampling order."""
+        layers: list[nn.Module] = []
+        for b in range(len(self.couplings) // 2):
+            layers += [self.couplings[2 * b], self.couplings[2 * b + 1]]
+            if len(self.scalings):
+                layers.append(self.scalings[b])
+        return layers
+
     def forward_joint(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Base point -> sample: ``(z', log q(z'))``, both ``(B, n, 1+A, d)`` / ``(B,)``."""
         log_q = self.base_log_prob(z)
-        for c in self.couplings:
-            z, ladj = c(z)
+        s = self.length_scale
+        if s != 1.0:  # conjugation by the unit change: log-determinants are unchanged
+            z = z / s
+        for layer in self._layers():
+            z, ladj = layer(z)
             log_q = log_q - ladj
-        return z, log_q
+        return (z * s if s != 1.0 else z), log_q
 
     def joint_log_prob(self, x: Tensor, a: Tensor) -> Tensor:
         """``log q(x, a)``: ``x (B, n, d)``, ``a (B, n, A, d)`` -> ``(B,)`` (differentiable)."""
         z = torch.cat([x.unsqueeze(2), a], dim=2)
         z = z - x.mean(dim=1, keepdim=True).unsqueeze(2)
+        s = self.length_scale
+        if s != 1.0:
+            z = z / s
         log_det = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-        for c in reversed(self.couplings):
-            z, ladj = c.inverse(z)
+        for layer in reversed(self._layers()):
+            z, ladj = layer.inverse(z)
             log_det = log_det + ladj
-        return self.base_log_prob(z) + log_det
+        return self.base_log_prob(z * s if s != 1.0 else z) + log_det
 
-    def aux_loss(self) -> Tensor:
-        """Mean collinearity loss of the couplings' last calls (``(B,)``)."""
+    def aux_loss(self) -> Tensor | None:
+        """``(B,)`` mean collinearity loss over the couplings of the last differentiable call
+        (None when there was none)."""
         terms = [c.last_aux for c in self.couplings if c.last_aux is not None]
-        return torch.stack(terms).mean(0) if terms else self.prior._anchor.new_zeros(())
+        return torch.stack(terms).mean(0) if terms else None
+
+    def auxiliary_loss(self) -> Tensor | None:
+        """``aux_loss_weight`` times the batch mean of :meth:`aux_loss` (EACF's
+        ``aux_loss * aux_loss_weight``, added to the ml and FAB losses alike); None at weight 0."""
+        aux = self.aux_loss() if self.aux_loss_weight else None
+        if aux is None or aux.numel() == 0:
+            return None
+        return self.aux_loss_weight * aux.mean()
 
     # ------------------------------------------------------------------ sampling state
     # The state of AIS and FAB is the joint (x, a): z (B, n, 1+A, d), target p(x) pi(a|x).
@@ -246,10 +295,7 @@ class AugmentedCouplingFlow(Flow):
         ok = valid_log_q(lw)
         if not bool(ok.any()):
             return lw.new_full((), math.inf)
-        loss = -lw[ok].mean()
-        if self.aux_loss_weight:
-            loss = loss + self.aux_loss_weight * self.aux_loss()[ok].mean()
-        return loss
+        return -lw[ok].mean()
 
     def rsample(
         self, num: int, *, generator: torch.Generator | None = None, **_solver

@@ -96,21 +96,26 @@ def _wrap(angle: Tensor) -> Tensor:
     return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
-def collinearity_loss(refs: Tensor) -> Tensor:
-    """``-log(1 - |cos angle(r_1 - r_0, r_2 - r_0)|)`` per node (the authors' 3D auxiliary loss,
-    which keeps the frame vectors apart); 0 where ``1 - |cos|`` is below 1e-4 (degenerate
-    vectors: no gradient rather than an infinite one) and in 2D.
+def collinearity_loss(vectors: Tensor) -> Tensor:
+    """``-log(1 - |cos angle(v_1, v_2)|)`` per node: the authors' 3D auxiliary loss, which keeps
+    the conditioner's vectors apart; 0 where ``1 - |cos|`` is below 1e-4 (degenerate vectors: no
+    gradient rather than an infinite one) and in 2D.
+
+    As EACF (``spherical_coupling.py::get_vector_info_single``), the penalty is on the raw
+    equivariant vectors ``v_k`` the EGNN returns (reference point ``r_k = c + v_k``), not on the
+    frame's ``r_1 - r_0``, ``r_2 - r_0``: with one conditioning channel those are ``v_1 - v_0``,
+    ``v_2 - v_0``, so the two penalties differ whenever ``v_0 != 0``.
 
     Args:
-        refs: ``(..., d, d)`` reference points.
+        vectors: ``(..., d, d)`` the vectors ``v_0 .. v_{d-1}`` of each node.
 
     Returns:
         ``(...)`` non-negative losses.
     """
-    if refs.shape[-1] != 3:
-        return refs.new_zeros(refs.shape[:-2])
-    a, b = refs[..., 1, :] - refs[..., 0, :], refs[..., 2, :] - refs[..., 0, :]
-    cos = (a * b).sum(-1) / (_safe_norm(a) * _safe_norm(b)).clamp_min(torch.finfo(refs.dtype).tiny)
+    if vectors.shape[-1] != 3:
+        return vectors.new_zeros(vectors.shape[:-2])
+    a, b = vectors[..., 1, :], vectors[..., 2, :]
+    cos = (a * b).sum(-1) / (_safe_norm(a) * _safe_norm(b)).clamp_min(torch.finfo(vectors.dtype).tiny)
     gap = 1.0 - cos.abs()
     ok = gap >= 1e-4
     return torch.where(ok, -torch.log(torch.where(ok, gap, torch.ones_like(gap))), torch.zeros_like(gap))
