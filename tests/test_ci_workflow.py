@@ -11,6 +11,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -105,3 +106,20 @@ def test_the_figure_job_runs_the_readme_main_command_on_the_tiny_config_and_uplo
     paths = {p.strip().rstrip("/") for p in upload["with"]["path"].splitlines() if p.strip()}
     assert paths == {f"{uploaded}/report.html", f"{uploaded}/figures", f"{uploaded}/tables"}
     assert upload["with"]["if-no-files-found"] == "error"
+
+
+def test_the_default_grid_job_runs_the_readme_main_command_and_guards_the_claims():
+    """On main, weekly and by hand: the README's main command as it is, its results uploaded, and
+    the claims compared with the committed baseline (which must exist and parse)."""
+    wf = workflow()
+    triggers = wf.get("on", wf.get(True))
+    assert {"schedule", "workflow_dispatch"} <= set(triggers)
+    job = wf["jobs"]["default-grid"]
+    assert "refs/heads/main" in job["if"] and "schedule" in job["if"]
+    commands = runs(job)
+    assert readme_command("Run the default pipeline") in commands
+    guard = [c for c in commands if "eqbg.claims.baseline" in c]
+    assert guard == [".venv/bin/python -m eqbg.claims.baseline results/tables/claims.csv "
+                     "workflow/resources/claims_baseline.csv"]
+    baseline = pd.read_csv(ROOT / "workflow" / "resources" / "claims_baseline.csv")
+    assert {"claim", "check", "verdict", "statistic", "low", "high"} <= set(baseline.columns)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eqbg.claims import load_claims
 from eqbg.data import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,18 @@ def test_whole_pipeline_ends_with_tables_figures_and_the_html_report(tmp_path):
     assert "ESS [" in headline and "eff. samples/s" in headline
     assert "Headline: every system" in html and "<td>eqotfm</td>" in html and "eff. samples/s" in html
     assert '"systems": 1' in html
+    # The claims table: a row per check of every claim, numbers where this grid has the runs,
+    # and the report opens on it. DW4's data batches: equivariant OT is cheaper than OT.
+    claims = pd.read_csv(results / "tables" / "claims.csv")
+    shipped = load_claims(ROOT / "workflow" / "resources" / "claims.yaml")
+    assert set(claims["claim"]) == {c.id for c in shipped} and len(claims) == sum(len(c.checks) for c in shipped)
+    cost = claims[(claims["claim"] == "efm_lower_transport_cost") & (claims["system"] == "dw4")]
+    assert cost["verdict"].tolist() == ["reproduced"] and cost["high"].iloc[0] < 0
+    nfe = claims[(claims["claim"] == "efm_fewer_evaluations") & (claims["metric"] == "nfe") & (claims["system"] == "dw4")]
+    assert np.isfinite(nfe[["a_value", "b_value", "low", "high"]].to_numpy()).all() and nfe["verdict"].iloc[0] != "not run"
+    assert "bootstrap over 32 single-sample solves" in nfe["interval_from"].iloc[0]
+    assert set(claims[claims["claim"] == "efm_shorter_paths"]["claim_verdict"]) == {"not run"}  # no otfm run
+    assert "What the papers found, checked by this run" in html and html.index("What the papers found") < html.index("Headline: every system")
 
     # Re-running does nothing; the `figures` target redraws from existing samples only.
     again = run_snakemake(tmp_path, CONFIGS / "tiny.yaml", "figures", "--forcerun", "table", "plot")

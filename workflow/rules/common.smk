@@ -73,6 +73,29 @@ def all_targets():
 
 # Published numbers shipped with the workflow (not a pipeline output).
 PUBLISHED = str(Path(workflow.basedir) / "workflow" / "resources" / "published.csv")
+# The papers' claims that every run is checked against (eqbg.claims).
+CLAIMS = str(Path(workflow.basedir) / "workflow" / "resources" / "claims.yaml")
+
+
+def claims_inputs():
+    """What the claims read: every run's metrics, evaluation arrays and training curve, and the
+    measurements of the data that claims name (for the systems this config has data for).
+    """
+    from eqbg.claims.spec import data_measurements, load_claims
+
+    files = {"runs": [], "data": []}
+    for run in RUNS:
+        files["runs"] += [
+            f"results/runs/{run.path}/{name}"
+            for name in ("metrics.json", "eval.npz", "train.csv")
+        ]
+    for system, name in sorted(data_measurements(load_claims(CLAIMS))):
+        if system in DATA_SYSTEMS:
+            files["data"] += [
+                f"results/data/{system}/{name}_cost/{f}"
+                for f in ("metrics.json", "eval.npz")
+            ]
+    return files
 
 
 def report_targets():
@@ -83,4 +106,4 @@ def report_targets():
             "results/figures/{system}",
         ],
         system=RUN_SYSTEMS,
-    ) + ["results/report.html"]
+    ) + ["results/tables/claims.md", "results/report.html"]

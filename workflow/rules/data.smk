@@ -68,3 +68,28 @@ rule md_population:
         options=lambda wc: canonical(system_options(config, wc.system)),
     script:
         "../scripts/md_population.py"
+
+
+# The transport cost of OT and equivariant-OT minibatch couplings on the training data (no
+# training): the claims stage checks Klein et al.'s "equivariant OT lowers it, more so for
+# larger systems" on it (eqbg.ot.transport_cost).
+rule coupling_cost:
+    input:
+        train="results/data/{system}/train.npz",
+    output:
+        metrics="results/data/{system}/coupling_cost/metrics.json",
+        arrays="results/data/{system}/coupling_cost/eval.npz",
+    log:
+        "results/logs/data/{system}_coupling_cost.log",
+    benchmark:
+        "results/benchmarks/data/{system}_coupling_cost.tsv"
+    wildcard_constraints:
+        system=name_pattern("mcmc"),
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    params:
+        settings=lambda wc: canonical(config["systems"][wc.system].get("coupling", {})),
+        options=lambda wc: canonical(system_options(config, wc.system)),
+    script:
+        "../scripts/coupling_cost.py"

@@ -29,6 +29,35 @@ rule headline:
         "../scripts/headline.py"
 
 
+# What each paper found, checked by this run (eqbg.claims): the report opens on it.
+rule claims:
+    input:
+        unpack(lambda wc: claims_inputs()),
+        claims=CLAIMS,
+    output:
+        md=report(
+            "results/tables/claims.md",
+            caption="../report/claims.rst",
+            category="Across systems",
+            labels={"table": "claims", "format": "markdown"},
+        ),
+        csv=report(
+            "results/tables/claims.csv",
+            caption="../report/claims.rst",
+            category="Across systems",
+            labels={"table": "claims", "format": "csv"},
+        ),
+        rst="results/tables/claims.rst",
+    log:
+        "results/logs/claims.log",
+    benchmark:
+        "results/benchmarks/claims.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../scripts/claims.py"
+
+
 rule table:
     input:
         runs="results/tables/{system}/runs.csv",
@@ -97,6 +126,7 @@ rule html_report:
             system=RUN_SYSTEMS,
         ),
         headline=rules.headline.output,
+        claims=rules.claims.output,
     output:
         "results/report.html",
     log:

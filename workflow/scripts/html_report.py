@@ -2,7 +2,7 @@
 
 The report is made by a nested ``snakemake --report`` on this job's inputs, with the running
 workflow's resolved config, so the HTML always matches what this run produced. It opens on the
-workflow description (workflow/report/workflow.rst, which includes the headline table): report
+workflow description (workflow/report/workflow.rst, which includes the claims and headline tables): report
 metadata (the headline's counts) make Snakemake's landing page the description instead of the
 rule graph. Metadata values are numbers only, since Snakemake 9 renders string values as raw
 docutils parts.
@@ -23,7 +23,7 @@ from eqbg.pipeline import setup_logging
 log = setup_logging(snakemake.log[0])
 out = Path(snakemake.output[0])
 headline = snakemake.input.headline
-targets = [*snakemake.input.results, *headline]
+targets = [*snakemake.input.results, *headline, *snakemake.input.claims]
 with tempfile.TemporaryDirectory() as tmp, atomic_path(out) as tmp_out:
     configfile = Path(tmp) / "config.yaml"
     configfile.write_text(yaml.safe_dump(dict(snakemake.config)))

@@ -23,6 +23,7 @@ from scipy.special import logsumexp
 
 from eqbg.settings import resolve_device
 from eqbg.evaluation.expectation import quadratic_bias_metrics
+from eqbg.evaluation.paths import integration_subset
 from eqbg.evaluation.dihedrals import basin_free_energy_difference, ramachandran_histogram
 from eqbg.evaluation.distributions import (
     common_bins,
@@ -88,6 +89,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "nll_ode": None,
     # dtype of the model for the test NLL ("float32"/"float64"); None = the training dtype
     "nll_dtype": None,
+    # prior draws integrated one at a time with the evaluation ODE (eqbg.evaluation.paths): the
+    # per-sample NFE and path length behind the claims' intervals; 0 = off
+    "path_subset_n": 32,
     # annealed importance sampling as a refinement of flows with a differentiable state density
     # (eqbg.evaluation.ais): None = off, else AISSettings keys (alpha is 1) and n, batch_size,
     # tune_passes, seed; reports ess_ais beside the flow's ess and its target evaluations
@@ -286,6 +290,7 @@ def evaluate_samples(
     # dropped modes)
     if "modes" in system.observables:
         modes = system.mode_index(torch.as_tensor(x[ok]))
+        arrays["mode_index"] = modes.cpu().numpy()  # per valid sample (the claims bootstrap it)
         reached = int(torch.unique(modes[modes >= 0]).numel())
         # with fewer valid samples than modes (Many-Well-32: 2^16) the coverage cannot exceed
         # n_valid / n_modes: report that bound beside it
@@ -334,7 +339,7 @@ def evaluate_samples(
         if not np.isfinite(log_w_test).all():
             fess_low = fess_high = float("nan")  # the forward ESS is 0; an interval says nothing
         else:
-            fess_low, fess_high, _ = bootstrap_ess(
+            fess_low, fess_high, arrays["forward_ess_bootstrap"] = bootstrap_ess(
                 log_w_test, level=cfg["bootstrap_level"], reps=cfg["bootstrap_reps"],
                 seed=cfg["bootstrap_seed"], forward=True,
             )
@@ -647,6 +652,13 @@ def evaluate_run(
     metrics, arrays = evaluate_samples(
         sys_obj, samples, x_test, flow=flow, settings=cfg, loss=ident.get("loss"), train_curve=curve
     )
+    if flow is not None and cfg["path_subset_n"]:
+        paths = integration_subset(flow, cfg["path_subset_n"], seed=cfg["nll_seed"])
+        arrays.update(paths)
+        if paths:
+            metrics.update(nfe_subset=float(paths["nfe_subset"].mean()),
+                           path_length_subset=float(paths["path_length_subset"].mean()),
+                           path_subset_n=int(cfg["path_subset_n"]))
     if cfg["ais"]:
         from eqbg.evaluation.ais import ais_refinement, supports_ais
 
