@@ -19,6 +19,7 @@ from eqbg.pipeline import (
     train_params,
 )
 from eqbg.systems import KNOWN_SYSTEMS, system_spec
+from eqbg.claims.spec import data_measurements, load_claims
 
 export_source_path()
 
@@ -81,8 +82,6 @@ def claims_inputs():
     """What the claims read: every run's metrics, evaluation arrays and training curve, and the
     measurements of the data that claims name (for the systems this config has data for).
     """
-    from eqbg.claims.spec import data_measurements, load_claims
-
     files = {"runs": [], "data": []}
     for run in RUNS:
         files["runs"] += [

@@ -17,10 +17,10 @@ import pandas as pd
 
 from eqbg.claims.estimates import RunData, SeedData
 from eqbg.claims.spec import Claim, load_claims
-from eqbg.claims.verdicts import LEVEL, CheckResult, combine, judge
+from eqbg.claims.verdicts import LEVEL, VERDICTS, CheckResult, combine, judge
 from eqbg.io import atomic_path
 
-__all__ = ["runs_from_metrics", "claims_table", "check_rows", "write_claims", "CLAIMS_NOTES"]
+__all__ = ["runs_from_metrics", "evaluate_claims", "claims_table", "check_rows", "write_claims", "CLAIMS_NOTES"]
 
 _SYMBOL = {"reproduced": "✓", "not reproduced": "✗", "inconclusive at this size": "?", "not run": "–"}
 
@@ -95,15 +95,19 @@ def _scale(claim: Claim, runs: Mapping[str, RunData]) -> str:
     return "; ".join(parts)
 
 
-def evaluate_claims(claims: Sequence[Claim], runs: Mapping[str, RunData]) -> list[tuple[Claim, list[CheckResult]]]:
+#: claims with their checks' results, as :func:`evaluate_claims` returns them
+Evaluated = list[tuple[Claim, list[CheckResult]]]
+
+
+def evaluate_claims(claims: Sequence[Claim], runs: Mapping[str, RunData]) -> Evaluated:
     """Every check of every claim."""
     return [(claim, [judge(c, runs) for c in claim.checks]) for claim in claims]
 
 
-def claims_table(claims: Sequence[Claim], runs: Mapping[str, RunData]) -> pd.DataFrame:
-    """One row per claim (see the module docstring)."""
+def claims_table(evaluated: Evaluated, runs: Mapping[str, RunData]) -> pd.DataFrame:
+    """One row per claim of :func:`evaluate_claims`' output (see the module docstring)."""
     rows = []
-    for claim, results in evaluate_claims(claims, runs):
+    for claim, results in evaluated:
         hows = sorted({r.how for r in results if r.how and r.verdict != "not run"})
         rows.append({
             "paper": claim.paper, "where": claim.where, "claim": claim.claim,
@@ -116,10 +120,11 @@ def claims_table(claims: Sequence[Claim], runs: Mapping[str, RunData]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def check_rows(claims: Sequence[Claim], runs: Mapping[str, RunData]) -> pd.DataFrame:
-    """One row per check: claim id and verdict, check, statistic, interval, verdict."""
+def check_rows(evaluated: Evaluated) -> pd.DataFrame:
+    """One row per check of :func:`evaluate_claims`' output: claim id and verdict, check,
+    statistic, interval, verdict."""
     rows = []
-    for claim, results in evaluate_claims(claims, runs):
+    for claim, results in evaluated:
         verdict = combine(results)
         for i, r in enumerate(results):
             c = r.check
@@ -137,7 +142,7 @@ def _rst(table: pd.DataFrame) -> str:
     cols = ["verdict", "paper", "where", "claim", "this run", "this run's scale", "paper's scale"]
     lines = [".. list-table:: What the papers found, checked by this run", "   :header-rows: 1",
              "   :widths: 8 10 8 20 34 10 10", ""]
-    for i, row in enumerate([dict(zip(cols, cols)), *table[cols].to_dict("records")]):
+    for row in [dict(zip(cols, cols)), *table[cols].to_dict("records")]:
         for j, col in enumerate(cols):
             text = str(row[col]).replace("\n", " ").replace("*", r"\*").replace("|", r"\|")
             lines.append(f"   {'* -' if j == 0 else '  -'} {text}")
@@ -148,12 +153,11 @@ def write_claims(claims_file: str | Path, metrics_paths: Iterable[str | Path], o
                  out_csv: str | Path, out_rst: str | Path) -> pd.DataFrame:
     """Evaluate the claims file over the runs of ``metrics_paths`` and write the three tables
     (atomically). Returns the per-claim table."""
-    claims = load_claims(claims_file)
     runs = runs_from_metrics(metrics_paths)
-    table = claims_table(claims, runs)
+    evaluated = evaluate_claims(load_claims(claims_file), runs)  # once: the bootstraps are the cost
+    table = claims_table(evaluated, runs)
     counts = table["verdict"].value_counts()
-    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "inconclusive at this size",
-                                                             "not reproduced", "not run"))
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     cols = ["verdict", "paper", "where", "claim", "measured as", "this run", "interval from",
             "this run's scale", "paper's scale"]
     md = ["# What the papers found, checked by this run", "", f"{len(table)} claims: {summary}.", "",
@@ -161,7 +165,7 @@ def write_claims(claims_file: str | Path, metrics_paths: Iterable[str | Path], o
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(md) + "\n")
     with atomic_path(out_csv) as tmp:
-        check_rows(claims, runs).to_csv(tmp, index=False)
+        check_rows(evaluated).to_csv(tmp, index=False)
     with atomic_path(out_rst) as tmp:
         tmp.write_text(f"{len(table)} claims: {summary}.\n\n" + _rst(table))
     return table

@@ -71,4 +71,3 @@ def minibatch_transport_costs(
     res["eqot_minus_ot"] = res["eqot"] - res["ot"]
     res["eqot_reduction"] = 1.0 - res["eqot"] / res["ot"]
     return res
-
