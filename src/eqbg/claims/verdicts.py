@@ -17,7 +17,7 @@ not run when a required check is, and inconclusive otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,26 +68,30 @@ def _combine_reps(a: Estimate, b: Estimate, ratio: bool) -> np.ndarray | None:
         return ra / rb if ratio else ra - rb
 
 
+#: predicate -> (the interval lies wholly on the claimed side, wholly on the other side), for an
+#: interval [low, high] of its statistic and the threshold t (0 for the comparisons of two runs)
+SIDES: dict[str, tuple[Callable[[float, float, float], bool], Callable[[float, float, float], bool]]] = {
+    "less": (lambda lo, hi, t: hi < t, lambda lo, hi, t: lo > t),
+    "below": (lambda lo, hi, t: hi < t, lambda lo, hi, t: lo >= t),
+    "greater": (lambda lo, hi, t: lo > t, lambda lo, hi, t: hi <= t),
+    "above": (lambda lo, hi, t: lo > t, lambda lo, hi, t: hi <= t),
+    "not_less": (lambda lo, hi, t: lo >= t, lambda lo, hi, t: hi < t),
+    "ratio_at_least": (lambda lo, hi, t: lo >= t, lambda lo, hi, t: hi < t),
+    "at_least": (lambda lo, hi, t: lo >= t, lambda lo, hi, t: hi < t),
+    "within": (lambda lo, hi, t: hi <= t, lambda lo, hi, t: lo > t),
+}
+
+
 def decide(predicate: str, low: float, high: float, threshold: float = 0.0) -> str:
-    """The verdict of an interval ``[low, high]`` of a predicate's statistic."""
+    """The verdict of an interval ``[low, high]`` of a predicate's statistic (:data:`SIDES`)."""
+    if predicate not in SIDES:
+        raise ValueError(f"unknown predicate {predicate!r}")
     if not (math.isfinite(low) and math.isfinite(high)):
         return INCONCLUSIVE
-    if predicate == "less":
-        yes, no = high < 0, low > 0
-    elif predicate in ("greater", "above"):
-        ref = 0.0 if predicate == "greater" else threshold
-        yes, no = low > ref, high <= ref
-    elif predicate == "below":
-        yes, no = high < threshold, low >= threshold
-    elif predicate == "not_less":
-        yes, no = low >= 0, high < 0
-    elif predicate in ("ratio_at_least", "at_least"):
-        yes, no = low >= threshold, high < threshold
-    elif predicate == "within":
-        yes, no = high <= threshold, low > threshold
-    else:
-        raise ValueError(f"unknown predicate {predicate!r}")
-    return REPRODUCED if yes else NOT_REPRODUCED if no else INCONCLUSIVE
+    claimed, other = SIDES[predicate]
+    if claimed(low, high, threshold):
+        return REPRODUCED
+    return NOT_REPRODUCED if other(low, high, threshold) else INCONCLUSIVE
 
 
 def _run_key(system: str, ref: RunRef) -> str:
