@@ -41,6 +41,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eqbg.scale import (
+    scale_of,
+    smoke_coupling_settings,
+    smoke_data_settings,
+    smoke_population_settings,
+    smoke_run_settings,
+)
+
 #: Sections of ``defaults`` that an override may change.
 SETTING_SECTIONS = ("model", "train", "ode", "sample", "evaluate")
 #: Fields of a run that an override's ``when:`` may match.
@@ -138,7 +146,35 @@ def run_settings(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
                     settings[section] = deep_merge(settings[section], override[section])
     settings["system_options"] = copy.deepcopy(system_options(config, run.system))
     settings["device"] = config.get("device", "cpu")
+    if scale_of(config) == "smoke":
+        from eqbg.systems import system_spec
+
+        settings = smoke_run_settings(settings, config.get("smoke_device", "cpu"),
+                                      dim=system_spec(run.system).dim)
     return settings
+
+
+def data_settings(config: Mapping[str, Any], system: str) -> dict[str, Any]:
+    """The ``data`` settings of ``system``'s reference sampler as the config gives them, at smoke
+    size under ``scale: smoke``."""
+    settings = dict(config["systems"][system]["data"])
+    if scale_of(config) == "smoke":
+        from eqbg.systems import system_spec
+
+        settings = smoke_data_settings(system_spec(system).reference_sampler, settings)
+    return settings
+
+
+def population_settings(config: Mapping[str, Any], system: str) -> dict[str, Any]:
+    """The umbrella-sampling settings of ``system`` (``systems.<name>.population``)."""
+    settings = dict(config["systems"][system].get("population", {}))
+    return smoke_population_settings(settings) if scale_of(config) == "smoke" else settings
+
+
+def coupling_settings(config: Mapping[str, Any], system: str) -> dict[str, Any]:
+    """The transport-cost settings of ``system`` (``systems.<name>.coupling``)."""
+    settings = dict(config["systems"][system].get("coupling", {}))
+    return smoke_coupling_settings(settings) if scale_of(config) == "smoke" else settings
 
 
 def canonical(obj: Any) -> Any:

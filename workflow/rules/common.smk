@@ -10,20 +10,25 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from eqbg.pipeline import (
     canonical,
     check_grid,
+    coupling_settings,
+    data_settings,
     evaluate_params,
     export_source_path,
     iter_runs,
+    population_settings,
     sample_params,
     system_options,
     train_inputs,
     train_params,
 )
+from eqbg.scale import check_smoke_directory
 from eqbg.systems import KNOWN_SYSTEMS, system_spec
 from eqbg.claims.spec import data_measurements, load_claims
 
 export_source_path()
 
 check_grid(config)
+check_smoke_directory(config)
 
 RUNS = list(iter_runs(config))
 RUN_BY_PATH = {run.path: run for run in RUNS}
@@ -60,7 +65,7 @@ def population_workers(system):
     """Processes of a system's umbrella sampling (its windows run in parallel)."""
     from eqbg.data.population import POPULATION_DEFAULTS
 
-    settings = config["systems"][system].get("population", {})
+    settings = population_settings(config, system)
     return int(settings.get("n_workers", POPULATION_DEFAULTS["n_workers"]))
 
 

@@ -24,7 +24,7 @@ rule reference_data:
     resources:
         runtime=120,
     params:
-        settings=lambda wc: canonical(config["systems"][wc.system]["data"]),
+        settings=lambda wc: canonical(data_settings(config, wc.system)),
         options=lambda wc: canonical(system_options(config, wc.system)),
     script:
         "../scripts/reference_data.py"
@@ -62,9 +62,7 @@ rule md_population:
     resources:
         runtime=1440,
     params:
-        settings=lambda wc: canonical(
-            config["systems"][wc.system].get("population", {})
-        ),
+        settings=lambda wc: canonical(population_settings(config, wc.system)),
         options=lambda wc: canonical(system_options(config, wc.system)),
     script:
         "../scripts/md_population.py"
@@ -89,7 +87,7 @@ rule coupling_cost:
         "../../envs/train.yaml"
     threads: 1
     params:
-        settings=lambda wc: canonical(config["systems"][wc.system].get("coupling", {})),
+        settings=lambda wc: canonical(coupling_settings(config, wc.system)),
         options=lambda wc: canonical(system_options(config, wc.system)),
     script:
         "../scripts/coupling_cost.py"

@@ -18,6 +18,7 @@ import pandas as pd
 from eqbg.claims.estimates import RunData, SeedData
 from eqbg.claims.spec import Claim, load_claims
 from eqbg.claims.verdicts import LEVEL, VERDICTS, CheckResult, combine, judge
+from eqbg.evaluation.tables import SMOKE_NOTE
 from eqbg.io import atomic_path
 
 __all__ = ["runs_from_metrics", "evaluate_claims", "claims_table", "check_rows", "write_claims", "CLAIMS_NOTES"]
@@ -153,6 +154,7 @@ def write_claims(claims_file: str | Path, metrics_paths: Iterable[str | Path], o
                  out_csv: str | Path, out_rst: str | Path) -> pd.DataFrame:
     """Evaluate the claims file over the runs of ``metrics_paths`` and write the three tables
     (atomically). Returns the per-claim table."""
+    metrics_paths = list(metrics_paths)
     runs = runs_from_metrics(metrics_paths)
     evaluated = evaluate_claims(load_claims(claims_file), runs)  # once: the bootstraps are the cost
     table = claims_table(evaluated, runs)
@@ -160,7 +162,9 @@ def write_claims(claims_file: str | Path, metrics_paths: Iterable[str | Path], o
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     cols = ["verdict", "paper", "where", "claim", "measured as", "this run", "interval from",
             "this run's scale", "paper's scale"]
-    md = ["# What the papers found, checked by this run", "", f"{len(table)} claims: {summary}.", "",
+    smoke = any(json.loads(Path(p).read_text()).get("scale") == "smoke" for p in metrics_paths)
+    md = ["# What the papers found, checked by this run", "",
+          *([f"**{SMOKE_NOTE}**", ""] if smoke else []), f"{len(table)} claims: {summary}.", "",
           table[cols].to_markdown(index=False), "", *[f"- {n}" for n in CLAIMS_NOTES]]
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(md) + "\n")

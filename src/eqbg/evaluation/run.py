@@ -677,6 +677,8 @@ def evaluate_run(
         pop = read_json(reference)["intervals"]["phi_positive"]
         metrics.update(delta_f_reference=pop["delta_f_kt"], delta_f_reference_err=pop["delta_f_se"])
     metrics.update(ident)
+    # smoke-size runs (eqbg.scale) are marked in every table
+    metrics["scale"] = config.get("training", {}).get("scale", "full")
     # training-set size: the configurations the run trained on, and the n_train it asked for
     # (None: all of them); the training-set-size study plots NLL against the former
     metrics["n_train"] = config.get("n_train")

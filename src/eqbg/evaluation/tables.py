@@ -407,6 +407,17 @@ def with_reference_rows(df: pd.DataFrame, system: str) -> pd.DataFrame:
     return pd.concat([df, pd.DataFrame([row])], ignore_index=True)
 
 
+#: Written above every table that holds smoke-size runs (``scale: smoke``, eqbg.scale).
+SMOKE_NOTE = ("SMOKE SIZE (scale: smoke): these runs trained 2 steps on a few hundred "
+              "configurations and drew 8 samples; their numbers show that the pipeline runs, "
+              "nothing else.")
+
+
+def smoke_notes(runs: pd.DataFrame) -> list[str]:
+    """``[SMOKE_NOTE]`` when any of ``runs`` was made at smoke size, else ``[]``."""
+    return [SMOKE_NOTE] if "scale" in runs and bool((runs["scale"] == "smoke").any()) else []
+
+
 def write_system_table(
     df: pd.DataFrame,
     system: str,
@@ -428,7 +439,9 @@ def write_system_table(
     from eqbg.io import atomic_path
 
     table, refs = system_table(with_reference_rows(df, system), system, load_published(published_csv))
-    md = [f"# {system}: evaluation summary\n", table.to_markdown(index=False), ""]
+    md = [f"# {system}: evaluation summary\n"]
+    md += [f"**{note}**\n" for note in smoke_notes(df[df["system"] == system])]
+    md += [table.to_markdown(index=False), ""]
     md += [f"- {note}" for note in FOOTNOTES]
     sizes = training_size_table(df, system, load_published(published_csv))
     if len(sizes):
@@ -646,13 +659,14 @@ def write_headline_table(
                      ignore_index=True)
     table = headline_table(runs)
     display = headline_display(table)
-    md = [f"# {HEADLINE_TITLE}", "", display.to_markdown(index=False, disable_numparse=True), ""] + [f"- {n}" for n in HEADLINE_NOTES]
+    notes = [*smoke_notes(runs), *HEADLINE_NOTES]
+    md = [f"# {HEADLINE_TITLE}", "", display.to_markdown(index=False, disable_numparse=True), ""] + [f"- {n}" for n in notes]
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(md) + "\n")
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(out_rst) as tmp:
-        tmp.write_text(rst_csv_table(display, HEADLINE_TITLE, HEADLINE_NOTES))
+        tmp.write_text(rst_csv_table(display, HEADLINE_TITLE, notes))
     return display
 
 

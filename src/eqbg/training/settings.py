@@ -104,6 +104,9 @@ class TrainingSettings:
     dtype: str = "float32"  #: float32 or float64
     num_threads: int | None = None  #: torch.set_num_threads for this run (None: leave)
     progress: bool = True  #: tqdm progress bar
+    #: "smoke" when the run was made at smoke size (eqbg.scale; set by the top-level scale,
+    #: recorded in config.json); "full" otherwise
+    scale: str = "full"
 
 
     def validate(self) -> None:
@@ -128,6 +131,8 @@ class TrainingSettings:
             bad(f"warmup_init_ratio must lie in [0, 1], got {self.warmup_init_ratio}")
         if self.checkpoint_every < 1:
             bad(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.scale not in ("full", "smoke"):
+            bad(f"scale must be full or smoke, got {self.scale!r}")
         if self.val_every < 0:
             bad(f"val_every must be >= 0, got {self.val_every}")
         if self.eqot_init not in ("pca", "pca-all", "identity"):
@@ -188,6 +193,8 @@ class TrainingSettings:
         key = asdict(self)
         for name in ("num_threads", "progress", "checkpoint_every"):
             key.pop(name)
+        if key["scale"] == "full":
+            key.pop("scale")  # checkpoints written before scales existed stay valid
         return key
 
 
