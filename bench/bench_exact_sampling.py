@@ -51,7 +51,23 @@ from eqbg.training.settings import TrainingSettings
 #: the default config's EGNN fields (config.yaml)
 MODEL = {"dw4": {"name": "egnn", "hidden": 64, "n_layers": 5},
          "lj13": {"name": "egnn", "hidden": 32, "n_layers": 3}}
-TOL = 1e-5  #: the default config's sampling tolerance (dopri5, atol = rtol)
+TOL = 1e-5  #: the default config's sampling tolerance before rk4 + Simpson (dopri5, atol = rtol)
+REFERENCE = "reference: dopri5, per-coordinate trace"
+#: the sampling stage before issue 23: the library's dopri5 (subspace trace, solver quadrature)
+STAGE_BEFORE = "dopri5, subspace trace"
+STAGE_NOW = "sampling stage now: rk4 x{steps} + simpson (config.yaml)"
+
+
+def _config_solver(name: str) -> ODESolver:
+    """The solver of the default config's EGNN CNF sampling on ``name`` (its fm run's)."""
+    import yaml
+
+    from eqbg.pipeline import Run, sample_params
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    s = sample_params(config, Run(name, "egnn", "fm", 0))["settings"]
+    return ODESolver(s["method"], s.get("atol", TOL), s.get("rtol", TOL), n_steps=s.get("n_steps"),
+                     log_q_quadrature=s.get("log_q_quadrature", "solver"))
 
 
 def trained_flow(name: str, run: str | None, steps: int) -> tuple[CNF, str]:
@@ -99,8 +115,8 @@ def bench_system(name: str, n: int, args) -> dict:
     mid = 2 * round(1.5 * steps / 2)
     simpson = {k: ODESolver("rk4", n_steps=k, log_q_quadrature="simpson") for k in (steps, mid, 2 * steps)}
     methods = {  # label: (flow, solver, compile_field)
-        "reference: dopri5, per-coordinate trace": (plain, dopri, False),
-        "dopri5, subspace trace": (flow, dopri, False),
+        REFERENCE: (plain, dopri, False),
+        STAGE_BEFORE: (flow, dopri, False),
         "dopri5, subspace trace, compiled": (flow, dopri, True),
         f"rk4 x{steps}": (flow, ODESolver("rk4", n_steps=steps), False),
         f"rk4 x{steps} + simpson": (flow, simpson[steps], False),
@@ -108,6 +124,12 @@ def bench_system(name: str, n: int, args) -> dict:
         f"rk4 x{2 * steps} + simpson": (flow, simpson[2 * steps], False),
         f"rk4 x{mid} + simpson, compiled": (flow, simpson[mid], True),
     }
+    # the default pipeline's sampling stage before (dopri5 1e-5 with the solver's quadrature,
+    # the library default) and now (config.yaml's sample settings of this system's EGNN CNFs)
+    now = _config_solver(name)
+    methods[STAGE_NOW.format(steps=now.n_steps)] = (flow, now, False)
+    if args.stage_only:
+        methods = {k: v for k, v in methods.items() if k in (REFERENCE, STAGE_BEFORE) or k.startswith("sampling stage now")}
     # torch.compile's one-off compilation (per graph and batch shape) is timed apart
     compile_s = {}
     for label, (f, solver, comp) in methods.items():
@@ -130,7 +152,7 @@ def bench_system(name: str, n: int, args) -> dict:
     flow.double()
     refs = {k: flow.log_prob(r.x[:m].double(), solver=tight) for k, r in results.items()}
     flow.float()
-    base = statistics.median(times["reference: dopri5, per-coordinate trace"])
+    base = statistics.median(times[REFERENCE])
     rows = []
     for label, (f, solver, comp) in methods.items():
         r = results[label]
@@ -158,6 +180,8 @@ def main() -> None:
     ap.add_argument("--n-ref", type=int, default=32, help="samples checked against the tight reference")
     ap.add_argument("--train-steps", type=int, default=500)
     ap.add_argument("--run", nargs="*", default=[], help="SYSTEM=RUN_DIR trained flows")
+    ap.add_argument("--stage-only", action="store_true",
+                    help="only the reference and the sampling stage before and now")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "bench_exact_sampling.json")
     args = ap.parse_args()
     args.run = dict(r.split("=", 1) for r in args.run)
