@@ -68,9 +68,10 @@ SMOKE_POPULATION = {"n_windows": 8, "ns_per_window": 0.002, "equilibration_ps": 
 #: Transport-cost measurement at smoke size (set).
 SMOKE_COUPLING = {"batch_size": 16, "n_batches": 2}
 #: ODE integration at smoke size on the CPU: one Euler step (one exact-trace evaluation per
-#: solve), validation by a Hutchinson trace (it only ranks checkpoints). An exact trace costs (n-1)d backward passes per evaluation, ~8 s per
-#: configuration for the paper's LJ55 EGNN (64 x 7, float64, one core): adaptive solves of
-#: 8 samples would take most of an hour. On CUDA (the GPU check) the config's solvers stay.
+#: solve), validation by a Hutchinson trace (it only ranks checkpoints). An exact trace costs
+#: (n-1)d backward passes per evaluation, ~8 s per configuration for the paper's LJ55 EGNN
+#: (64 x 7, float64, one core): adaptive solves of 8 samples took over 15 minutes per run.
+#: On CUDA (the GPU check) the config's solvers stay.
 SMOKE_CPU_SOLVER = {"method": "euler", "n_steps": 1, "log_q_quadrature": "solver"}
 
 
@@ -97,7 +98,9 @@ def smoke_run_settings(settings: Mapping[str, Any], device: str = "cpu", dim: in
     Training: 2 steps at a batch of at most 16 (and at most ``n_train``), validation (if the
     run validates) on 4 configurations at the last step, a FAB buffer of 2-4 batches; 8
     samples; evaluation subsets of 8 test points, 64 energies and distances, 2 path solves and
-    an AIS of 8 samples; ``device`` everywhere. Everything else is unchanged.
+    an AIS of 8 samples; ``device`` everywhere. On the CPU also every ODE solve by
+    :data:`SMOKE_CPU_SOLVER`, and samples and test points with exact log q in proportion to the
+    ``dim`` degrees of freedom (:data:`SMOKE_CPU_TRACE_BUDGET`). Everything else is unchanged.
     """
     s = copy.deepcopy(dict(settings))
     train = s["train"]
@@ -111,7 +114,8 @@ def smoke_run_settings(settings: Mapping[str, Any], device: str = "cpu", dim: in
         train["batch_size"] = min(train["batch_size"], train["n_train"])
     if train.get("val_every", 1) > 0:
         train["val_every"] = 2
-    s["sample"]["n_samples"] = SMOKE_SAMPLES
+    n_exact = SMOKE_SAMPLES if device != "cpu" else max(2, min(SMOKE_SAMPLES, SMOKE_CPU_TRACE_BUDGET // dim))
+    s["sample"]["n_samples"] = n_exact
     evaluate = s["evaluate"]
     _cap(evaluate, {k: v for k, v in SMOKE_EVALUATE_CAPS.items() if k != "energy_test_n"})
     evaluate["energy_test_n"] = min(evaluate.get("energy_test_n") or SMOKE_SPLITS["test"],
@@ -119,11 +123,9 @@ def smoke_run_settings(settings: Mapping[str, Any], device: str = "cpu", dim: in
     if evaluate.get("ais"):
         evaluate["ais"] = {**dict(evaluate["ais"]),
                            **{k: min(evaluate["ais"].get(k, cap), cap) for k, cap in SMOKE_AIS_CAPS.items()}}
+    evaluate["nll_n"] = min(evaluate["nll_n"], n_exact)
     if device == "cpu":
         _smallest_integration(s)
-        n_exact = max(2, min(SMOKE_SAMPLES, SMOKE_CPU_TRACE_BUDGET // dim))
-        s["sample"]["n_samples"] = n_exact
-        evaluate["nll_n"] = min(evaluate["nll_n"], n_exact)
     s["device"] = device
     for section in ("train", "sample", "evaluate"):
         if "device" in s[section]:
@@ -134,32 +136,43 @@ def smoke_run_settings(settings: Mapping[str, Any], device: str = "cpu", dim: in
 def _smallest_integration(s: dict[str, Any]) -> None:
     """Every ODE solve of ``s`` (training, validation, sampling, test NLL) by
     :data:`SMOKE_CPU_SOLVER`, validation traces by Hutchinson's estimator (in place)."""
-    fixed = {key: value for key, value in SMOKE_CPU_SOLVER.items() if key != "log_q_quadrature"}
+    method, n_steps = SMOKE_CPU_SOLVER["method"], SMOKE_CPU_SOLVER["n_steps"]
     s["ode"] = {**s.get("ode", {}), **SMOKE_CPU_SOLVER}
-    s["train"].update(ml_method=fixed["method"], ml_n_steps=fixed["n_steps"],
-                      val_method=fixed["method"], val_n_steps=fixed["n_steps"], val_exact=False)
+    s["train"].update(ml_method=method, ml_n_steps=n_steps, val_method=method, val_n_steps=n_steps,
+                      val_exact=False)
     s["sample"].update(SMOKE_CPU_SOLVER)
     s["evaluate"]["nll_ode"] = {**(s["evaluate"].get("nll_ode") or {}), **SMOKE_CPU_SOLVER}
+
+
+def _smoke_mcmc(out: dict[str, Any]) -> None:
+    for key, cap in SMOKE_MCMC_CAPS.items():
+        out[key] = min(out.get(key, MCMC_DEFAULTS[key]), cap)
+    out.pop("n_steps", None)
+    out["device"] = "cpu"
+
+
+def _smoke_md(out: dict[str, Any]) -> None:
+    out.update(SMOKE_MD, platform="Reference")
+
+
+def _smoke_exact(out: dict[str, Any]) -> None:
+    out["conf_temp_samples"] = min(out.get("conf_temp_samples", 64), 64)
+    out["device"] = "cpu"
+
+
+#: What smoke size changes in the data settings of each reference sampler (in place).
+SMOKE_SAMPLER_SETTINGS = {"mcmc": _smoke_mcmc, "md": _smoke_md, "exact": _smoke_exact}
 
 
 def smoke_data_settings(sampler: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """A system's ``data`` settings at smoke size for its reference ``sampler`` (``mcmc``, ``md``
     or ``exact``): small splits, short chains or MD, no convergence checks, the CPU."""
+    if sampler not in SMOKE_SAMPLER_SETTINGS:
+        raise ValueError(f"unknown reference sampler {sampler!r}; known: {sorted(SMOKE_SAMPLER_SETTINGS)}")
     out = copy.deepcopy(dict(settings))
     out["splits"] = dict(SMOKE_SPLITS)
     out["check_convergence"] = False
-    if sampler == "mcmc":
-        for key, cap in SMOKE_MCMC_CAPS.items():
-            out[key] = min(out.get(key, MCMC_DEFAULTS[key]), cap)
-        out.pop("n_steps", None)
-        out["device"] = "cpu"
-    elif sampler == "md":
-        out.update(SMOKE_MD, platform="Reference")
-    elif sampler == "exact":
-        out["conf_temp_samples"] = min(out.get("conf_temp_samples", 64), 64)
-        out["device"] = "cpu"
-    else:
-        raise ValueError(f"unknown reference sampler {sampler!r}")
+    SMOKE_SAMPLER_SETTINGS[sampler](out)
     return out
 
 

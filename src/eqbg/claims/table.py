@@ -154,7 +154,6 @@ def write_claims(claims_file: str | Path, metrics_paths: Iterable[str | Path], o
                  out_csv: str | Path, out_rst: str | Path) -> pd.DataFrame:
     """Evaluate the claims file over the runs of ``metrics_paths`` and write the three tables
     (atomically). Returns the per-claim table."""
-    metrics_paths = list(metrics_paths)
     runs = runs_from_metrics(metrics_paths)
     evaluated = evaluate_claims(load_claims(claims_file), runs)  # once: the bootstraps are the cost
     table = claims_table(evaluated, runs)
@@ -162,7 +161,7 @@ def write_claims(claims_file: str | Path, metrics_paths: Iterable[str | Path], o
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     cols = ["verdict", "paper", "where", "claim", "measured as", "this run", "interval from",
             "this run's scale", "paper's scale"]
-    smoke = any(json.loads(Path(p).read_text()).get("scale") == "smoke" for p in metrics_paths)
+    smoke = any(seed.metrics.get("scale") == "smoke" for run in runs.values() for seed in run.seeds)
     md = ["# What the papers found, checked by this run", "",
           *([f"**{SMOKE_NOTE}**", ""] if smoke else []), f"{len(table)} claims: {summary}.", "",
           table[cols].to_markdown(index=False), "", *[f"- {n}" for n in CLAIMS_NOTES]]

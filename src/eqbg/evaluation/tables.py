@@ -409,7 +409,7 @@ def with_reference_rows(df: pd.DataFrame, system: str) -> pd.DataFrame:
 
 #: Written above every table that holds smoke-size runs (``scale: smoke``, eqbg.scale).
 SMOKE_NOTE = ("SMOKE SIZE (scale: smoke): these runs trained 2 steps on a few hundred "
-              "configurations and drew 8 samples; their numbers show that the pipeline runs, "
+              "configurations and drew at most 8 samples; their numbers show that the pipeline runs, "
               "nothing else.")
 
 
