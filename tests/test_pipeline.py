@@ -73,11 +73,12 @@ def test_whole_pipeline_ends_with_tables_figures_and_the_html_report(tmp_path):
         curve = pd.read_csv(run / "train.csv")
         assert curve["step"].max() == 30
     runs = pd.read_csv(results / "tables" / "dw4" / "runs.csv")
-    assert sorted(runs["loss"]) == ["eqotfm", "fm"]
+    assert sorted(runs["loss"]) == ["eqotfm", "fm", "mala", "mala"]
+    assert_mcmc_is_matched_to_the_best_flow(results)
     table = (results / "tables" / "dw4" / "summary.md").read_text()
     assert "eqotfm" in table and "ESS" in table
     assert (results / "tables" / "dw4" / "summary.tex").read_text().strip()
-    for kind in ("energy_hist", "distance_hist", "ess", "training_curves", "path_length", "sampling_speed"):
+    for kind in ("energy_hist", "distance_hist", "ess", "training_curves", "path_length", "sampling_speed", "cost"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / "dw4" / f"{kind}.{ext}").stat().st_size > 1000
     html = (results / "report.html").read_text(errors="replace")
@@ -86,7 +87,8 @@ def test_whole_pipeline_ends_with_tables_figures_and_the_html_report(tmp_path):
     # (front-page description with the table, landing-page metadata instead of the rule graph).
     headline = (results / "tables" / "headline.md").read_text()
     for loss in ("fm", "eqotfm"):
-        assert re.search(rf"^\| dw4 +\| egnn +\| {loss} +\| 1 ", headline, flags=re.M), headline
+        # (an empty variant cell: the MCMC rows name their budget there)
+        assert re.search(rf"^\| dw4 +\| egnn +\| {loss} +\| +\| 1 ", headline, flags=re.M), headline
     assert "ESS [" in headline and "eff. samples/s" in headline
     assert "Headline: every system" in html and "<td>eqotfm</td>" in html and "eff. samples/s" in html
     assert '"systems": 1' in html
@@ -101,6 +103,11 @@ def test_whole_pipeline_ends_with_tables_figures_and_the_html_report(tmp_path):
     assert np.isfinite(nfe[["a_value", "b_value", "low", "high"]].to_numpy()).all() and nfe["verdict"].iloc[0] != "not run"
     assert "bootstrap over 32 single-sample solves" in nfe["interval_from"].iloc[0]
     assert set(claims[claims["claim"] == "efm_shorter_paths"]["claim_verdict"]) == {"not run"}  # no otfm run
+    # ... and whether the best flow beats MCMC at its budget (the tiny flows do not)
+    mcmc = claims[claims["claim"] == "flow_beats_mcmc_dw4"]
+    assert mcmc["b"].tolist() == ["egnn/" + best_loss(results)] * 2, mcmc
+    assert mcmc["interval_from"].str.contains("block bootstrap over 8 blocks of 1 chains").iloc[0], mcmc
+    assert set(claims[claims["claim"] == "flow_beats_mcmc_lj13"]["verdict"]) == {"not run"}
     assert "What the papers found, checked by this run" in html and html.index("What the papers found") < html.index("Headline: every system")
 
     # Re-running does nothing; the `figures` target redraws from existing samples only.
@@ -112,6 +119,38 @@ def test_whole_pipeline_ends_with_tables_figures_and_the_html_report(tmp_path):
     # --- A config edit never throws away a result it does not affect (reuses this run; see
     # assert_config_edits_rerun_only_what_they_affect below). ---
     assert_config_edits_rerun_only_what_they_affect(tmp_path)
+
+
+def best_loss(results: Path) -> str:
+    """The tiny DW4 flow with the smallest reweighted energy W2 (MCMC's budget comes from it)."""
+    w2 = {loss: json.loads((results / f"runs/dw4/egnn/{loss}/seed0/metrics.json").read_text())["energy_w2_reweighted"]
+          for loss in ("fm", "eqotfm")}
+    return min(w2, key=w2.get)
+
+
+def assert_mcmc_is_matched_to_the_best_flow(results: Path) -> None:
+    """Budget-matched MCMC (eqbg.baselines): the best flow's sampling (64 samples: one chain)
+    and whole budget (its 640 training configurations' share of the data stage's chains),
+    spent exactly, evaluated like a flow, in the tables beside the flows."""
+    from eqbg.evaluation.cost import data_stage_cost
+
+    best = json.loads((results / f"runs/dw4/egnn/{best_loss(results)}/seed0/metrics.json").read_text())
+    data_evals, _, made = data_stage_cost(json.loads((results / "data/dw4/provenance.json").read_text()))
+    assert made == 1120 and best["cost_energy_evals_data"] == pytest.approx(data_evals * 640 / 1120)
+    assert best["cost_energy_evals_sampling"] == 64 and best["cost_energy_evals_training"] == 0
+    assert best["cost_energy_evals_total"] == pytest.approx(best["cost_energy_evals_data"] + 64)
+    for budget, n_chains in (("sampling", 1), ("total", 8)):
+        m = json.loads((results / f"runs/dw4/mcmc/mala/{budget}/seed0/metrics.json").read_text())
+        assert m["budget_matched_to"] == best["run_dir"] and m["mcmc_n_chains"] == n_chains
+        assert m["mcmc_budget"] == int(best[f"cost_energy_evals_{budget}"])
+        assert 0 <= m["mcmc_budget"] - m["cost_energy_evals_total"] < n_chains
+        assert m["ess"] is None and m["nll"] is None and m["energy_w2"] == m["energy_w2_reweighted"]
+        assert m["energy_evals_per_effective_sample_total"] == pytest.approx(
+            m["cost_energy_evals_total"] / m["effective_samples"])
+        assert m["n_samples"] == n_chains * m["mcmc_kept_per_chain"]
+    headline = (results / "tables" / "headline.md").read_text()
+    assert re.search(r"^\| dw4 +\| mcmc +\| mala +\| sampling ", headline, flags=re.M), headline
+    assert "E-evals/eff. sample (all)" in headline
 
 
 def assert_config_edits_rerun_only_what_they_affect(workdir: Path) -> None:
@@ -148,6 +187,11 @@ def assert_config_edits_rerun_only_what_they_affect(workdir: Path) -> None:
     jobs, out = scheduled(lambda c: c["defaults"]["evaluate"].update(bootstrap_reps=100))
     assert jobs["evaluate"] == 2 and report_chain <= set(jobs), out
     assert not set(jobs) & {"reference_data", "train", "sample"}, out
+
+    # MCMC settings: only the budget-matched MCMC and the report.
+    jobs, out = scheduled(lambda c: c["defaults"]["mcmc"].update(step_size=0.1))
+    assert jobs["mcmc"] == 2 and report_chain <= set(jobs), out
+    assert not set(jobs) & {"reference_data", "train", "sample", "evaluate"}, out
 
     # Training settings of one run (an override matching fm): that run alone re-trains.
     jobs, out = scheduled(

@@ -356,7 +356,7 @@ def test_tiny_pipeline_through_a_real_slurm_cluster_equals_a_local_run(slurm_clu
         jid = re.search(r"^    jobid: (\d+)$", m.group(2), flags=re.M)
         if jid:
             rule_of[jid.group(1)] = m.group(1)
-    expected = {"reference_data": 1, "coupling_cost": 1, "train": 2, "sample": 2, "evaluate": 2,
+    expected = {"reference_data": 1, "coupling_cost": 1, "train": 2, "sample": 2, "evaluate": 2, "mcmc": 2,
                 "collect": 1, "table": 1, "plot": 1, "headline": 1, "claims": 1, "html_report": 1}
     counts: dict[str, int] = {}
     for job in submitted:

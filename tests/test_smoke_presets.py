@@ -5,7 +5,8 @@ shrinks only data, steps, samples, AIS and umbrella sampling. Here the paper, tr
 equivariant-OT presets (merged over config.yaml as Snakemake merges them) run that way: the
 reference data of each system, the umbrella-sampling reference and transport cost where the
 pipeline makes them, then train, sample and evaluate of each distinct (system, model, loss,
-variant), and the per-system, headline and claims tables. The stages are the library calls the
+variant), the budget-matched MCMC of each (system, budget), and the per-system, headline and
+claims tables. The stages are the library calls the
 rules' scripts make, with the settings the rules pass (``eqbg.pipeline``), in one process: the
 Snakemake wiring of the same stages is what the tiny-grid pipeline tests run.
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from eqbg.baselines.grid import iter_mcmc_runs, mcmc_params
+from eqbg.baselines.run import mcmc_run
 from eqbg.claims.table import write_claims
 from eqbg.data import load_dataset, make_reference_data
 from eqbg.data.population import write_phi_population
@@ -59,6 +62,14 @@ def distinct_runs(config: dict) -> list[Run]:
     runs: dict[tuple, Run] = {}
     for run in iter_runs(config):
         runs.setdefault((run.system, run.model, run.loss, run.variant), run)
+    return list(runs.values())
+
+
+def distinct_mcmc_runs(config: dict) -> list[Run]:
+    """One run (the first seed) of every (system, budget) of the budget-matched MCMC."""
+    runs: dict[tuple, Run] = {}
+    for run in iter_mcmc_runs(config):
+        runs.setdefault((run.system, run.variant), run)
     return list(runs.values())
 
 
@@ -114,6 +125,14 @@ def test_every_preset_run_at_smoke_size(preset, tmp_path):
         full = train_params({**config, "scale": "full"}, run)["settings"]
         assert trained["model_settings"] == {**trained["model_settings"], **full["model"]}
         assert trained["training"]["dtype"] == full["training"].get("dtype", trained["training"]["dtype"])
+        metrics_paths.append(run_dir / "metrics.json")
+    for run in distinct_mcmc_runs(config):
+        run_dir = results / "runs" / run.path
+        params = mcmc_params(config, run)
+        flows = [p for p in metrics_paths if f"/runs/{run.system}/" in str(p)]
+        metrics = mcmc_run(run.system, flows, results / "data" / run.system, run_dir, **params)
+        assert metrics["scale"] == "smoke" and metrics["mcmc_n_chains"] <= 2
+        assert metrics["cost_energy_evals_total"] <= max(9, metrics["mcmc_budget"])
         metrics_paths.append(run_dir / "metrics.json")
     tables = results / "tables"
     runs_csvs = []

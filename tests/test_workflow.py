@@ -40,8 +40,11 @@ def test_default_config_and_presets_validate():
         (lambda c: c["grid"][0].update(losses=["fm", "wasserstein"]), "wasserstein"),
         (lambda c: c["grid"][0].update(seeds="0"), "'0'"),
         (lambda c: c["defaults"]["train"].update(stepz=10), "stepz"),
+        (lambda c: c["baselines"]["mcmc"].update(budgets=["half"]), "half"),
+        (lambda c: c["systems"]["gmm40"]["mcmc"].update(n_chain=4), "n_chain"),
     ],
-    ids=["unknown-key", "unknown-system", "unknown-grid-system", "unknown-loss", "wrong-type", "typo-in-settings"],
+    ids=["unknown-key", "unknown-system", "unknown-grid-system", "unknown-loss", "wrong-type", "typo-in-settings",
+         "unknown-mcmc-budget", "typo-in-mcmc-settings"],
 )
 def test_schema_rejects_bad_config_naming_the_problem(mutate, message):
     config = default_config()
@@ -120,6 +123,9 @@ def test_schema_settings_match_the_library_defaults():
     assert _schema_properties("ode_settings") == fields(ODESettings)
     assert _schema_properties("sample_settings") == fields(SamplingSettings) | {"n_samples"}
     assert _schema_properties("evaluate_settings") == set(DEFAULT_SETTINGS)
+    from eqbg.baselines import MCMCBaselineSettings
+
+    assert _schema_properties("mcmc_settings") == fields(MCMCBaselineSettings)
     from eqbg.data.population import POPULATION_DEFAULTS
 
     schema = yaml.safe_load(SCHEMA.read_text())

@@ -22,18 +22,23 @@ from eqbg.pipeline import (
     train_params,
 )
 from eqbg.scale import check_smoke_directory
+from eqbg.baselines.grid import check_mcmc_grid, iter_mcmc_runs, mcmc_params
 from eqbg.systems import KNOWN_SYSTEMS, system_spec
 from eqbg.claims.spec import data_measurements, load_claims
 
 export_source_path()
 
 check_grid(config)
+check_mcmc_grid(config)
 check_smoke_directory(config)
 
 RUNS = list(iter_runs(config))
 RUN_BY_PATH = {run.path: run for run in RUNS}
 RUN_SYSTEMS = sorted({run.system for run in RUNS})
 DATA_SYSTEMS = list(config["systems"])
+# budget-matched MCMC runs (eqbg.baselines), whose folders sit beside the flows' and read like theirs
+MCMC_RUNS = list(iter_mcmc_runs(config))
+MCMC_RUN_BY_PATH = {run.path: run for run in MCMC_RUNS}
 USES_GPU = config.get("device", "cpu") in ("cuda", "auto")
 
 
@@ -41,6 +46,7 @@ wildcard_constraints:
     system="|".join(KNOWN_SYSTEMS),
     # a run folder below results/runs: exactly the grid's runs (a variant adds a folder)
     run="|".join(re.escape(path) for path in RUN_BY_PATH) or "(?!)",
+    mcmc_run="|".join(re.escape(path) for path in MCMC_RUN_BY_PATH) or "(?!)",
 
 
 def run_of(wildcards):
@@ -49,7 +55,18 @@ def run_of(wildcards):
 
 
 def runs_of(system):
+    """The flows of a system's grid."""
     return [run for run in RUNS if run.system == system]
+
+
+def mcmc_of(wildcards):
+    """The MCMC run whose folder the job's ``mcmc_run`` wildcard names."""
+    return MCMC_RUN_BY_PATH[wildcards.mcmc_run]
+
+
+def reported_runs_of(system):
+    """Every run folder the system's tables and figures read: its flows and its MCMC runs."""
+    return runs_of(system) + [run for run in MCMC_RUNS if run.system == system]
 
 
 def population_input(system):
@@ -71,7 +88,7 @@ def population_workers(system):
 
 def all_targets():
     targets = expand("results/data/{system}/provenance.json", system=DATA_SYSTEMS)
-    targets += [f"results/runs/{run.path}/metrics.json" for run in RUNS]
+    targets += [f"results/runs/{run.path}/metrics.json" for run in RUNS + MCMC_RUNS]
     if RUNS:
         targets += report_targets()
     return targets
@@ -92,6 +109,10 @@ def claims_inputs():
         files["runs"] += [
             f"results/runs/{run.path}/{name}"
             for name in ("metrics.json", "eval.npz", "train.csv")
+        ]
+    for run in MCMC_RUNS:
+        files["runs"] += [
+            f"results/runs/{run.path}/{name}" for name in ("metrics.json", "eval.npz")
         ]
     for system, name in sorted(data_measurements(load_claims(CLAIMS))):
         if system in DATA_SYSTEMS:

@@ -8,6 +8,8 @@ rule evaluate:
         curve="results/runs/{run}/train.csv",
         config="results/runs/{run}/config.json",
         test=lambda wc: f"results/data/{run_of(wc).system}/test.npz",
+        # the data stage's cost, charged pro rata to runs that train on its data
+        data_provenance=lambda wc: f"results/data/{run_of(wc).system}/provenance.json",
         population=lambda wc: population_input(run_of(wc).system),
     output:
         metrics="results/runs/{run}/metrics.json",
@@ -31,7 +33,8 @@ rule evaluate:
 rule collect:
     input:
         lambda wc: [
-            f"results/runs/{run.path}/metrics.json" for run in runs_of(wc.system)
+            f"results/runs/{run.path}/metrics.json"
+            for run in reported_runs_of(wc.system)
         ],
     output:
         "results/tables/{system}/runs.csv",

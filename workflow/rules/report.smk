@@ -84,7 +84,7 @@ rule plot:
     input:
         runs="results/tables/{system}/runs.csv",
         arrays=lambda wc: [
-            f"results/runs/{run.path}/eval.npz" for run in runs_of(wc.system)
+            f"results/runs/{run.path}/eval.npz" for run in reported_runs_of(wc.system)
         ],
         curves=lambda wc: [
             f"results/runs/{run.path}/train.csv" for run in runs_of(wc.system)

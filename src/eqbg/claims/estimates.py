@@ -21,6 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from eqbg.evaluation.distributions import wasserstein_1d
+from eqbg.evaluation.weights import normalised_weights
+
 __all__ = ["Estimate", "RunData", "SeedData", "estimate", "ESTIMATORS", "BOOTSTRAP_REPS"]
 
 #: bootstrap replicates of every estimate
@@ -63,6 +66,8 @@ class RunData:
     """All seeds of one run (``system/model/loss[/variant]``) that have a ``metrics.json``."""
 
     seeds: list[SeedData]
+    #: estimates made so far, by (metric, seed): a run is compared in several checks
+    _estimates: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_folder(cls, run_folder: str | Path) -> "RunData":
@@ -137,6 +142,31 @@ def _abs_log_z_error(s: SeedData, rng: np.random.Generator):
     return err(log_w), _bootstrap(log_w, err, rng), f"bootstrap over the {len(log_w)} samples"
 
 
+def _energy_w2_reweighted(s: SeedData, rng: np.random.Generator):
+    u, log_w, u_data = (s.arrays.get(k) for k in ("energy_flow", "log_w", "energy_data"))
+    if u is None or log_w is None or u_data is None or not np.isfinite(log_w).any():
+        return _number(s.metrics.get("energy_w2_reweighted")), None, "point (no per-sample energies)"
+
+    def w2(idx: np.ndarray) -> float:
+        lw = log_w[idx]
+        if not np.isfinite(lw).any():
+            return math.nan
+        return wasserstein_1d(u[idx], u_data, normalised_weights(lw), None, p=2)
+
+    # correlated MCMC states are resampled in blocks of their chains (eqbg.evaluation.chains), a
+    # flow's independent samples one by one
+    cluster = s.arrays.get("sample_block")
+    if cluster is None:
+        members = [np.array([i]) for i in range(len(u))]
+        what = f"bootstrap over the {len(u)} samples"
+    else:
+        members = [np.flatnonzero(cluster == c) for c in np.unique(cluster)]
+        what = f"block bootstrap over {len(members)} blocks of {len(np.unique(s.arrays['sample_chain']))} chains"
+    picks = rng.integers(0, len(members), size=(BOOTSTRAP_REPS, len(members)))
+    reps = np.array([w2(np.concatenate([members[j] for j in pick])) for pick in picks])
+    return w2(np.arange(len(u))), reps, what
+
+
 def _seconds_per_step(s: SeedData, rng: np.random.Generator):
     curve = s.curve()
     if curve is None or len(curve) < 3:
@@ -159,6 +189,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "modes_reached": _modes,
     "abs_log_z_error": _abs_log_z_error,
     "seconds_per_step": _seconds_per_step,
+    "energy_w2_reweighted": _energy_w2_reweighted,
     # the data's minibatch couplings (rule coupling_cost): per-batch values
     "eqot_minus_ot": _subset_mean("eqot_minus_ot", "eqot_minus_ot"),
     "eqot_reduction": _subset_mean("eqot_reduction", "eqot_reduction"),
@@ -174,6 +205,12 @@ def _one_seed(s: SeedData, metric: str, rng: np.random.Generator) -> tuple[float
 def estimate(run: RunData, metric: str, seed: int = 0) -> Estimate | None:
     """The run's ``metric`` with replicates (one seed: its own data; several: over seeds); None
     when the run has no seed with a finite value."""
+    if (metric, seed) not in run._estimates:
+        run._estimates[metric, seed] = _estimate(run, metric, seed)
+    return run._estimates[metric, seed]
+
+
+def _estimate(run: RunData, metric: str, seed: int) -> Estimate | None:
     rng = np.random.default_rng(seed)
     per_seed = [(s, *_one_seed(s, metric, rng)) for s in run.seeds]
     per_seed = [p for p in per_seed if math.isfinite(p[1])]

@@ -19,6 +19,8 @@ Predicates (:mod:`eqbg.claims.verdicts`): ``less``, ``greater``, ``not_less`` (a
 ``threshold``). ``b_system`` compares with runs of another system (default: the check's).
 The data's own measurements are runs too: ``data/coupling`` (rule coupling_cost).
 ``optional: true`` marks a check whose runs only some grids have (skipped when absent).
+``b: flows`` stands for every flow of the system (every run but the ``mcmc`` baselines), the best
+of them by ``best``: the budget-matched MCMC is compared with whichever flow of the grid is best.
 
 The file states the claims as the papers do; configurations change, claims do not.
 """
@@ -31,13 +33,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Check", "Claim", "RunRef", "load_claims", "data_measurements", "PREDICATES"]
+__all__ = ["Check", "Claim", "RunRef", "load_claims", "data_measurements", "PREDICATES", "FLOWS",
+           "BASELINE_MODEL"]
 
 #: predicate -> whether it compares two runs (else one run against a threshold)
 PREDICATES: dict[str, bool] = {
     "less": True, "greater": True, "not_less": True, "ratio_at_least": True, "within": True,
     "at_least": False, "above": False, "below": False,
 }
+#: ``b:`` value naming every flow of the system; the runs of model :data:`BASELINE_MODEL` are not flows
+FLOWS, BASELINE_MODEL = "flows", "mcmc"
 #: predicates that need a threshold
 _THRESHOLD = {"ratio_at_least", "within", "at_least", "above", "below"}
 
@@ -75,11 +80,14 @@ class Check:
     optional: bool = False
     label: str = ""
     b_system: str = ""
+    b_flows: bool = False  #: ``b: flows``: every flow of the system (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.predicate not in PREDICATES:
             raise ValueError(f"unknown predicate {self.predicate!r}; known: {sorted(PREDICATES)}")
-        if PREDICATES[self.predicate] != bool(self.b):
+        if self.b_flows and self.best not in ("min", "max"):
+            raise ValueError(f"b: flows needs best: min or max ({self.system} {self.metric})")
+        if PREDICATES[self.predicate] != (bool(self.b) or self.b_flows):
             need = "a run b" if PREDICATES[self.predicate] else "no run b"
             raise ValueError(f"predicate {self.predicate!r} needs {need} ({self.system} {self.metric})")
         if len(self.b) > 1 and self.best not in ("min", "max"):
@@ -114,13 +122,14 @@ def _check(raw: dict[str, Any], where: str) -> Check:
     if unknown:
         raise ValueError(f"{where}: unknown check keys {sorted(unknown)}")
     b = raw.get("b")
-    b_list = [] if b is None else (b if isinstance(b, list) else [b])
+    b_flows = b == FLOWS
+    b_list = [] if b is None or b_flows else (b if isinstance(b, list) else [b])
     try:
         return Check(system=str(raw["system"]), metric=str(raw["metric"]), predicate=str(raw["predicate"]),
                      a=RunRef.parse(raw["a"]), b=tuple(RunRef.parse(x) for x in b_list),
                      best=raw.get("best"), threshold=raw.get("threshold"),
                      optional=bool(raw.get("optional", False)), label=str(raw.get("label", "")),
-                     b_system=str(raw.get("b_system", "")))
+                     b_system=str(raw.get("b_system", "")), b_flows=b_flows)
     except KeyError as err:
         raise ValueError(f"{where}: a check needs {err}") from None
     except ValueError as err:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eqbg.claims.estimates import Estimate, RunData, estimate
-from eqbg.claims.spec import Check, RunRef
+from eqbg.claims.spec import BASELINE_MODEL, Check, RunRef
 
 __all__ = ["VERDICTS", "CheckResult", "judge", "combine", "decide", "LEVEL"]
 
@@ -98,6 +98,12 @@ def _run_key(system: str, ref: RunRef) -> str:
     return f"{system}/{ref}"
 
 
+def _flows_of(system: str, runs: Mapping[str, RunData]) -> list[RunRef]:
+    """Every run of ``system`` that is a flow (``b: flows``), in key order."""
+    refs = [RunRef.parse(key.split("/", 1)[1]) for key in sorted(runs) if key.startswith(f"{system}/")]
+    return [ref for ref in refs if ref.model not in (BASELINE_MODEL, "data")]
+
+
 def judge(check: Check, runs: Mapping[str, RunData]) -> CheckResult:
     """Evaluate one check over the runs (keys ``system/model/loss[/variant]``)."""
     def get(ref: RunRef, system: str = check.system) -> Estimate | None:
@@ -110,14 +116,16 @@ def judge(check: Check, runs: Mapping[str, RunData]) -> CheckResult:
     threshold = math.nan
     if check.threshold is not None:
         threshold = 1.0 / a.n_samples if check.threshold == "1/n" and a.n_samples else float(check.threshold)
-    if not check.b:
+    if not check.b and not check.b_flows:
         low, high = _interval(a.value, a.replicates)
         return CheckResult(check, decide(check.predicate, low, high, threshold), a.value, low, high,
                            a_value=a.value, threshold=threshold, how=a.how)
     b_system = check.b_system or check.system
-    found = [(ref, est) for ref in check.b if (est := get(ref, b_system)) is not None]
+    b_refs = _flows_of(b_system, runs) if check.b_flows else check.b
+    found = [(ref, est) for ref in b_refs if (est := get(ref, b_system)) is not None]
     if not found:
-        return CheckResult(check, NOT_RUN, a_value=a.value, how=f"no {b_system}/{check.b[0]}")
+        missing = "flow" if check.b_flows else check.b[0]
+        return CheckResult(check, NOT_RUN, a_value=a.value, how=f"no {b_system}/{missing}")
     pick = min if check.best == "min" else max
     b_ref, b = pick(found, key=lambda rb: rb[1].value) if len(found) > 1 else found[0]
     ratio = check.predicate == "ratio_at_least"

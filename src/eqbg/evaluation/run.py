@@ -22,6 +22,7 @@ import torch
 from scipy.special import logsumexp
 
 from eqbg.settings import resolve_device
+from eqbg.evaluation.cost import run_cost
 from eqbg.evaluation.expectation import quadratic_bias_metrics
 from eqbg.evaluation.paths import integration_subset
 from eqbg.evaluation.dihedrals import basin_free_energy_difference, ramachandran_histogram
@@ -684,6 +685,8 @@ def evaluate_run(
     metrics["n_train"] = config.get("n_train")
     metrics["n_train_setting"] = (config.get("training") or {}).get("n_train")
     metrics["run_dir"] = str(run_dir)
+    data_provenance = data_dir / "provenance.json"
+    metrics.update(run_cost(metrics, read_json(data_provenance) if data_provenance.is_file() else None))
     metrics["provenance"] = provenance(
         stage="evaluate",
         settings=cfg,

@@ -59,6 +59,11 @@ TABLE_METRICS: dict[str, str] = {
     "nfe": "NFE",
     "path_length": "path length",
     "train_time_s": "train time (s)",
+    "effective_samples": "eff. samples",
+    "cost_energy_evals_total": "E-evals (all)",
+    "energy_evals_per_effective_sample_sampling": "E-evals/eff. sample (sampling)",
+    "energy_evals_per_effective_sample_total": "E-evals/eff. sample (all)",
+    "s_per_effective_sample_total": "s/eff. sample (all)",
 }
 
 #: Published metrics that are compared in the main table (others appear in the reference list).
@@ -265,6 +270,17 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
     return out, refs
 
 
+COST_NOTES = (
+    "Cost (eqbg.evaluation.cost): target-energy evaluations and seconds of the reference data the run trained on "
+    "(the data stage's sampler, pro rata for its training configurations; exact samplers cost none), its training "
+    "(FAB's AIS, reverse KL), sampling (one energy per sample) and refinement (AIS at evaluation); 'all' is their "
+    "sum. Per eff. sample: divided by the effective samples, Kish ESS × n for a flow.",
+    "mcmc / mala rows: budget-matched MCMC (eqbg.baselines), MALA chains from the flows' prior given the energy "
+    "evaluations of the system's best flow (smallest reweighted E-W2): its sampling stage (variant sampling) or "
+    "everything it cost (variant total). Its states carry uniform weights (rew. = unweighted); effective samples "
+    "Σ n_kept/τ, τ the integrated autocorrelation time of the energy (Sokal); no Kish ESS, NLL or log Z.",
+)
+
 FOOTNOTES = (
     "Values: mean ± sem over seeds, sem = sd(ddof=0)/sqrt(n seeds) as FAB and EACF report theirs; one seed "
     "shows the value alone; "
@@ -281,6 +297,7 @@ FOOTNOTES = (
     "draw, 8.7 % away, the weighted column mean |bias|, the unweighted one |mean bias| (fab-torch "
     "evaluation_expectation_quadratic_func.py). FAB's published biases are shown beside the FAB-convention "
     "columns only; the 'target / exact' row is exact target samples (100 x 1000), the floor of either convention.",
+    *COST_NOTES,
     f"{DAGGER} unverified: recalled, not checked against the paper (PAPERS.md); do not treat as ground truth.",
     "Published datasets, energies and sample counts differ from ours (see setting); comparisons are indicative.",
 )
@@ -342,12 +359,14 @@ def sampling_speed_table(df: pd.DataFrame, system: str) -> pd.DataFrame:
     ``samples/s`` is n over the sampling wall time with ``log q`` (exact for CNFs; for augmented
     flows the joint-weight estimate of one pass, ``log q kind`` says which); ``eff. samples/s`` is
     ESS x n over sampling plus target-energy time. The ratios divide by the mean over the EGNN
-    CNF runs (all losses, no variant) of the system.
+    CNF runs (all losses, no variant) of the system. The budget-matched MCMC runs are left out.
 
     Returns:
         The display table (empty when no run of the system has a sampling speed).
     """
     sub = df[df["system"] == system] if "system" in df else df.iloc[:0]
+    # flows only: MCMC states come without a density (the cost columns compare them)
+    sub = sub[sub["model"] != "mcmc"] if "model" in sub else sub
     if sub.empty or "samples_per_s" not in sub:
         return pd.DataFrame()
     frame = with_variant(sub)
@@ -494,6 +513,10 @@ HEADLINE_METRICS: dict[str, str] = {
     "ess_per_s": TABLE_METRICS["ess_per_s"],
     "nll": TABLE_METRICS["nll"],
     "energy_w2": TABLE_METRICS["energy_w2"],
+    "energy_w2_reweighted": TABLE_METRICS["energy_w2_reweighted"],
+    "energy_evals_per_effective_sample_sampling": TABLE_METRICS["energy_evals_per_effective_sample_sampling"],
+    "energy_evals_per_effective_sample_total": TABLE_METRICS["energy_evals_per_effective_sample_total"],
+    "s_per_effective_sample_total": TABLE_METRICS["s_per_effective_sample_total"],
 }
 
 #: What every headline number means (written under the table in Markdown and in the report).
@@ -507,7 +530,9 @@ HEADLINE_NOTES = (
     "sampling stage (exact log q included).",
     "NLL (eqbg): −mean log q(x) over test configurations in nats, exact divergence, CoM-free Gaussian prior "
     "normalised over (n−1)d dimensions (E-NF/EACF convention); the per-system tables add the EFM convention.",
-    "E-W2: 1-D Wasserstein-2 distance between the reduced energies (kT) of flow samples and test data.",
+    "E-W2: 1-D Wasserstein-2 distance between the reduced energies (kT) of flow samples and test data; rew.: "
+    "flow samples importance-weighted.",
+    *COST_NOTES,
 )
 
 

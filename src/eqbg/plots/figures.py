@@ -34,6 +34,7 @@ FIGURE_KINDS: tuple[str, ...] = (
     "path_length",
     "sampling_speed",
     "training_size",
+    "cost",
 )
 ALDP_FIGURE_KINDS: tuple[str, ...] = ("ramachandran",)
 FORMATS: tuple[str, ...] = ("png", "pdf")
@@ -163,6 +164,7 @@ def ess_plot(metrics: pd.DataFrame, system: str) -> plt.Figure:
     if metrics.empty or "ess" not in metrics or not np.isfinite(metrics["ess"].astype(float)).any():
         return _empty(title, "no ESS values")
     df = _with_method(metrics)
+    df = df[np.isfinite(df["ess"].astype(float))]  # runs without a Kish ESS (MCMC) have none to show
     methods = list(dict.fromkeys(df["method"]))
     axes_style, context = _style()
     with axes_style, context:
@@ -444,6 +446,8 @@ def make_figures(
         ``{kind: [png_path, pdf_path]}``.  Every kind is always written (a figure saying
         "no data" when its inputs are empty) so workflow outputs are fixed.
     """
+    from eqbg.plots.cost import cost_plot  # the cost figure builds on this module's helpers
+
     out_dir = Path(out_dir)
     metrics = metrics_df[metrics_df["system"] == system] if "system" in metrics_df else metrics_df
     evals = [load_eval_npz(p) for p in eval_npz_paths]
@@ -458,5 +462,6 @@ def make_figures(
         "sampling_speed": lambda: sampling_speed_plot(metrics, system),
         "training_size": lambda: training_size_plot(metrics, system),
         "ramachandran": lambda: ramachandran_plot(evals, system),
+        "cost": lambda: cost_plot(metrics, system),
     }
     return {kind: save_figure(builders[kind](), out_dir / kind) for kind in figure_kinds(system)}
