@@ -111,13 +111,13 @@ def test_cost_record_adds_its_parts_and_divides_by_the_effective_samples():
                "ess": 0.25, "sampling_wall_time_s": 3.0, "flow_energy_time_s": 1.0,
                "n_energy_evals_ais": 300.0, "ais_time_s": 2.0}
     cost = run_cost(metrics, provenance)
-    assert cost["cost_energy_evals_data"] == 250_000.0 and cost["cost_s_data"] == 10.0
+    assert cost["cost_energy_evals_data"] == 250_000.0 and cost["cost_data_time_s"] == 10.0
     assert [cost[f"cost_energy_evals_{p}"] for p in COST_PARTS] == [250_000.0, 200.0, 1000.0, 300.0]
-    assert cost["cost_energy_evals_total"] == 251_500.0 and cost["cost_s_total"] == 26.0
+    assert cost["cost_energy_evals_total"] == 251_500.0 and cost["cost_total_time_s"] == 26.0
     assert cost["effective_samples"] == 250.0
     assert cost["energy_evals_per_effective_sample_sampling"] == 4.0
     assert cost["energy_evals_per_effective_sample_total"] == 1006.0
-    assert cost["s_per_effective_sample_total"] == 26.0 / 250
+    assert cost["cost_per_effective_sample_total_time_s"] == 26.0 / 250
     # energy-only losses train on no data; exact samplers cost no evaluations
     assert run_cost({**metrics, "n_train": None}, provenance)["cost_energy_evals_data"] == 0.0
     exact = {"sampler": "exact", "diagnostics": {"wall_time_s": 0.1}, "files": {"train": {"n": 10}}}
@@ -182,3 +182,59 @@ def test_mcmc_runs_of_a_config_need_flows_of_their_system():
     config["baselines"]["mcmc"]["systems"] = ["gmm40"]
     with pytest.raises(ValueError, match="names system 'gmm40', but the grid trains no flow on it"):
         check_mcmc_grid(config)
+
+
+def test_ais_log_z_of_a_gaussian_target_within_its_error_at_its_budget():
+    from eqbg.baselines.log_z import ais_log_z
+    from eqbg.flows.priors import StandardGaussian
+
+    energy = CountingGaussian()
+    log_z = float(0.5 * torch.log(2 * math.pi * VAR).sum())  # int exp(-u) = prod sqrt(2 pi var)
+    out, log_w = ais_log_z(energy, StandardGaussian(3, 2), 20_000, n_chains=200, n_leapfrog=5, step_size=0.3,
+                           seed=0)
+    assert out["log_z_ais_n_chains"] == 200 and out["log_z_ais_n_intermediate"] == (100 - 1) // 5
+    assert out["log_z_ais_energy_evals"] == energy.calls == 200 * (1 + 5 * 19) <= 20_000
+    w = np.exp(log_w - log_w.max())
+    se = math.sqrt(np.var(w) / len(w)) / w.mean()  # delta method: sd of log of the mean weight
+    assert abs(out["log_z_estimate"] - log_z) < 5 * se + 0.01, (out, log_z, se)
+    with pytest.raises(ValueError, match="below one AIS chain's 6"):
+        ais_log_z(energy, StandardGaussian(3, 2), 5, n_chains=10, n_leapfrog=5, step_size=0.3, seed=0)
+
+
+def test_langevin_md_spends_its_force_evaluations_and_resumes_bit_identical(tmp_path):
+    """Alanine dipeptide's baseline: MD steps are the budget; frames CoM-free; their recorded
+    energies are the system's reduced energy; a killed run resumes at its last segment."""
+    from eqbg.baselines import langevin
+    from eqbg.systems import get_system
+
+    system = get_system("aldp")
+    s = MCMCBaselineSettings(n_chains=2, min_chain_length=50, checkpoint_every=40, max_kept_per_chain=20)
+    plan = plan_budget(400, s)
+    assert (plan.n_chains, plan.burn_in, plan.thin) == (2, 99, 5) and plan.segments == (40, 40, 18)
+    whole = langevin.run_budgeted_md(system, plan, s, seed=0)
+    assert whole.n_energy_evals == 2 * (99 + 98) == plan.spent - 2 * len(plan.segments)
+    assert whole.samples.shape == (2, 8 + 8 + 3, 22, 3)
+    torch.testing.assert_close(whole.samples.mean(-2), torch.zeros(2, 19, 3, dtype=torch.float64), atol=1e-12, rtol=0)
+    u = system.energy(whole.samples.reshape(-1, 22, 3)).reshape(2, -1).to(torch.float64)
+    torch.testing.assert_close(u, whole.energies, rtol=1e-4, atol=1e-3)
+
+    calls = []
+    real = langevin.run_langevin
+
+    def killed_in_the_third_segment(*args, **kw):
+        calls.append(1)
+        if len(calls) > 2 * 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kw)
+
+    ckpt = tmp_path / "checkpoint.pt"
+    langevin.run_langevin = killed_in_the_third_segment
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            langevin.run_budgeted_md(system, plan, s, seed=0, checkpoint=ckpt)
+    finally:
+        langevin.run_langevin = real
+    assert torch.load(ckpt, weights_only=False)["done"] == 2
+    resumed = langevin.run_budgeted_md(system, plan, s, seed=0, checkpoint=ckpt)
+    assert torch.equal(resumed.samples, whole.samples) and torch.equal(resumed.energies, whole.energies)
+    assert not ckpt.exists()

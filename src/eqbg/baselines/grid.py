@@ -10,8 +10,9 @@ Config::
       gmm40:
         mcmc: {anneal_t0: 100.0, ...} # per system, over the defaults
 
-A run is ``Run(system, "mcmc", "mala", variant=<budget>, seed)``: its folder
-``results/runs/{system}/mcmc/mala/{budget}/seed{seed}`` sits beside the flows'.
+A run is ``Run(system, "mcmc", <sampler>, variant=<budget>, seed)``, the sampler ``mala`` or
+``langevin`` (:data:`BASELINE_SAMPLER`): its folder
+``results/runs/{system}/mcmc/{sampler}/{budget}/seed{seed}`` sits beside the flows'.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from typing import Any
 from eqbg.baselines.mcmc import MCMC_BUDGETS
 from eqbg.pipeline import Run, canonical, deep_merge, iter_runs, run_settings
 from eqbg.scale import scale_of
+from eqbg.systems import system_spec
 
-__all__ = ["MCMC_MODEL", "MCMC_SAMPLER", "iter_mcmc_runs", "check_mcmc_grid", "mcmc_params",
+__all__ = ["MCMC_MODEL", "BASELINE_SAMPLER", "iter_mcmc_runs", "check_mcmc_grid", "mcmc_params",
            "SMOKE_MCMC_SETTINGS"]
 
-MCMC_MODEL, MCMC_SAMPLER = "mcmc", "mala"
+MCMC_MODEL = "mcmc"
+#: the system's reference sampler -> the baseline a user would run there: Langevin MD where the
+#: reference data are MD (eqbg.baselines.langevin), MALA elsewhere (eqbg.baselines.mcmc)
+BASELINE_SAMPLER = {"mcmc": "mala", "exact": "mala", "md": "langevin"}
 #: smoke size (eqbg.scale): short chains, whatever budget the smoke flows have
 SMOKE_MCMC_SETTINGS = {"n_chains": 2, "min_chain_length": 16, "min_burn_in": 4, "max_kept_per_chain": 8,
                        "checkpoint_every": 8}  # (a budget below 9 evaluations is raised to 9: eqbg.baselines.run)
@@ -36,9 +41,10 @@ def iter_mcmc_runs(config: Mapping[str, Any]) -> Iterator[Run]:
     """The config's MCMC runs: every system x budget x seed of ``baselines.mcmc``."""
     spec = (config.get("baselines") or {}).get("mcmc") or {}
     for system in spec.get("systems", []):
+        sampler = BASELINE_SAMPLER[system_spec(system).reference_sampler]
         for budget in spec.get("budgets", MCMC_BUDGETS):
             for seed in spec.get("seeds", [0]):
-                yield Run(system, MCMC_MODEL, MCMC_SAMPLER, int(seed), budget)
+                yield Run(system, MCMC_MODEL, sampler, int(seed), budget)
 
 
 def check_mcmc_grid(config: Mapping[str, Any]) -> None:

@@ -33,7 +33,7 @@ from eqbg.data.mcmc import metropolis
 from eqbg.io import atomic_path
 
 __all__ = ["MCMCBaselineSettings", "BudgetPlan", "ChainResult", "plan_budget", "run_budgeted_mcmc",
-           "smallest_budget", "MCMC_BUDGETS"]
+           "smallest_budget", "load_checkpoint", "save_checkpoint", "MCMC_BUDGETS"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class MCMCBaselineSettings:
     max_kept_per_chain: int = 64  #: thinning keeps at most this many states per chain
     checkpoint_every: int = 20_000  #: post-burn-in steps per segment (one checkpoint each)
     iat_method: str = "sokal"  #: integrated autocorrelation time of the energy (eqbg.data.diagnostics)
+    log_z_chains: int = 256  #: AIS chains of the log Z estimate (targets with a known log Z)
+    log_z_leapfrog: int = 5  #: leapfrog steps per HMC step of that AIS (its initial step: step_size)
 
     def __post_init__(self) -> None:
         if self.n_chains < 1 or self.min_chain_length < 1 or self.min_burn_in < 0:
@@ -67,6 +69,8 @@ class MCMCBaselineSettings:
             raise ValueError("mcmc: burn_in_fraction must be in [0, 1), anneal_fraction in [0, 1]")
         if self.anneal_t0 < 1.0 or self.step_size <= 0 or self.prior_scale <= 0:
             raise ValueError("mcmc: anneal_t0 must be >= 1, step_size and prior_scale positive")
+        if self.log_z_chains < 1 or self.log_z_leapfrog < 1:
+            raise ValueError("mcmc: log_z_chains and log_z_leapfrog must be >= 1")
         if self.max_kept_per_chain < _MIN_KEPT or self.checkpoint_every < 1:
             raise ValueError(f"mcmc: max_kept_per_chain must be >= {_MIN_KEPT}, checkpoint_every >= 1")
 
@@ -155,6 +159,32 @@ def _checkpoint_key(plan: BudgetPlan, s: MCMCBaselineSettings, seed: int) -> dic
     return {"plan": asdict(plan), "settings": asdict(s), "seed": seed}
 
 
+def load_checkpoint(path: str | Path | None, plan: BudgetPlan, s: MCMCBaselineSettings, seed: int) -> dict | None:
+    """The chains' state after their last finished segment, or None (no file, or one of another
+    plan, settings or seed: the run starts afresh and overwrites it)."""
+    if not path or not Path(path).is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    if state.get("key") != _checkpoint_key(plan, s, seed):
+        log.info("checkpoint %s is of another plan, settings or seed: starting afresh", path)
+        return None
+    log.info("resuming from segment %d of %d (%s)", state["done"], len(plan.segments), path)
+    return state
+
+
+def save_checkpoint(path: str | Path | None, state: dict, plan: BudgetPlan, s: MCMCBaselineSettings,
+                    seed: int) -> None:
+    """Write ``state`` atomically after a segment; remove the file once the last one is done."""
+    if not path:
+        return
+    path = Path(path)
+    if state["done"] >= len(plan.segments):
+        path.unlink(missing_ok=True)
+        return
+    with atomic_path(path) as tmp:
+        torch.save({**state, "key": _checkpoint_key(plan, s, seed)}, tmp)
+
+
 def run_budgeted_mcmc(
     energy: Callable[[torch.Tensor], torch.Tensor],
     prior_sample: Callable[[int, torch.Generator], torch.Tensor],
@@ -174,21 +204,15 @@ def run_budgeted_mcmc(
         checkpoint: file of the state after each segment; resumed from when it matches the plan,
             settings and seed, ignored (and overwritten) otherwise; removed at the end.
     """
-    key = _checkpoint_key(plan, s, seed)
     gen = torch.Generator().manual_seed(seed)
-    path = Path(checkpoint) if checkpoint else None
-    state = torch.load(path, weights_only=False) if path and path.is_file() else None
-    if state is not None and state["key"] != key:
-        log.info("MCMC checkpoint %s is of another plan or seed: starting afresh", path)
-        state = None
+    state = load_checkpoint(checkpoint, plan, s, seed)
     if state is None:
         x = prior_sample(plan.n_chains, gen).to(torch.float64)
-        state = {"key": key, "done": 0, "x": x, "step_size": torch.full((plan.n_chains,), s.step_size,
+        state = {"done": 0, "x": x, "step_size": torch.full((plan.n_chains,), s.step_size,
                  dtype=torch.float64), "samples": [], "energies": [], "accepted": torch.zeros(plan.n_chains,
                  dtype=torch.float64), "evals": 0, "wall": 0.0}
     else:
         gen.set_state(state["generator"])
-        log.info("resuming MCMC from segment %d of %d", state["done"], len(plan.segments))
     for k in range(state["done"], len(plan.segments)):
         first = k == 0
         res = metropolis(
@@ -205,12 +229,8 @@ def run_budgeted_mcmc(
         state["step_size"] = res.step_size
         state["x"] = res.samples[:, -1] if res.samples.shape[1] else state["x"]
         state["done"] = k + 1
-        if path and state["done"] < len(plan.segments):
-            state["generator"] = gen.get_state()
-            with atomic_path(path) as tmp:
-                torch.save(state, tmp)
-    if path and path.exists():
-        path.unlink()
+        state["generator"] = gen.get_state()
+        save_checkpoint(checkpoint, state, plan, s, seed)
     post = sum(plan.segments)
     return ChainResult(
         samples=torch.cat(state["samples"], dim=1),

@@ -4,7 +4,8 @@ written as a run folder like a flow's (``config.json``, ``samples.npz``, ``metri
 
 The budget is that of the system's best flow, the one with the smallest reweighted energy W2 to
 the test data (the quality the claims compare, ``workflow/resources/claims.yaml``): its sampling
-stage alone or everything it cost (``eqbg.evaluation.cost``).
+stage alone or everything it cost (``eqbg.evaluation.cost``). Where the target's log Z is known,
+AIS from the same prior estimates it with the same budget again (``eqbg.baselines.log_z``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from eqbg.baselines.mcmc import (
     run_budgeted_mcmc,
     smallest_budget,
 )
+from eqbg.baselines.langevin import run_budgeted_md
+from eqbg.baselines.log_z import ais_log_z
 from eqbg.data import load_dataset
 from eqbg.evaluation.chains import evaluate_chains
 from eqbg.evaluation.run import IDENTITY_KEYS, _json_clean, resolve_settings
@@ -76,8 +79,9 @@ def mcmc_run(
     Args:
         flow_metrics_paths: ``metrics.json`` of the system's flow runs (the budget's source).
         data_dir: ``results/data/{system}`` (``test.npz``).
-        identity: ``system``, ``model`` (``mcmc``), ``loss`` (``mala``), ``variant`` (the
-            budget: ``sampling`` or ``total``), ``seed``.
+        identity: ``system``, ``model`` (``mcmc``), ``loss`` (the sampler: ``mala``, or
+            ``langevin`` MD for systems whose reference data are MD), ``variant`` (the budget:
+            ``sampling`` or ``total``), ``seed``.
         settings: ``mcmc`` (:class:`MCMCBaselineSettings` fields), ``evaluate``, ``device``,
             ``system_options`` and ``scale``.
 
@@ -100,16 +104,28 @@ def mcmc_run(
               "system_options": dict(settings.get("system_options", {})),
               "training": {"scale": settings.get("scale", "full")}}
     write_json(out_dir / "config.json", config)
-    chains = run_budgeted_mcmc(
-        sys_obj.energy, lambda n, gen: prior.sample(n, generator=gen, dtype=torch.float64), plan, s,
-        com_free=sys_obj.com_free, seed=int(identity["seed"]), checkpoint=out_dir / "checkpoint.pt",
-    )
+    seed, checkpoint = int(identity["seed"]), out_dir / "checkpoint.pt"
+    if identity["loss"] == "langevin":
+        chains = run_budgeted_md(sys_obj, plan, s, seed=seed, checkpoint=checkpoint)
+    else:
+        chains = run_budgeted_mcmc(
+            sys_obj.energy, lambda n, gen: prior.sample(n, generator=gen, dtype=torch.float64), plan, s,
+            com_free=sys_obj.com_free, seed=seed, checkpoint=checkpoint,
+        )
     save_npz(out_dir / "samples.npz", x=chains.samples.numpy(), energy=chains.energies.numpy(),
              wall_time_s=np.asarray(chains.wall_time_s))
     x_test = load_dataset(data_dir / "test.npz", system=sys_obj, split="test").numpy()
     eval_settings = resolve_settings({**settings.get("evaluate", {}), "device": settings.get("device", "cpu"),
                                       "compute_nll": False})
     metrics, arrays = evaluate_chains(sys_obj, chains, x_test, eval_settings, s.iat_method)
+    log_z = getattr(sys_obj, "log_z", None)
+    if log_z is not None:
+        # where the flows report log Z: AIS from the same prior, given the same budget again
+        ais, arrays["log_w_log_z"] = ais_log_z(
+            sys_obj.energy, prior, plan.budget, n_chains=s.log_z_chains, n_leapfrog=s.log_z_leapfrog,
+            step_size=s.step_size, seed=int(identity["seed"]),
+        )
+        metrics.update(ais, log_z=float(log_z), log_z_error=ais["log_z_estimate"] - float(log_z))
     metrics.update({k: identity.get(k) for k in IDENTITY_KEYS})
     metrics.update(budget_matched_to=matched_to, mcmc_budget_kind=identity["variant"], n_train=None,
                    n_train_setting=None, scale=settings.get("scale", "full"), run_dir=str(out_dir))

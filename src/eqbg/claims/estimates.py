@@ -132,7 +132,9 @@ def _modes(s: SeedData, rng: np.random.Generator):
 
 
 def _abs_log_z_error(s: SeedData, rng: np.random.Generator):
-    log_w, log_z = s.arrays.get("log_w"), _number(s.metrics.get("log_z"))
+    # an MCMC run's log Z comes from its own AIS chains (eqbg.baselines.log_z), a flow's from its samples
+    log_w = s.arrays.get("log_w_log_z", s.arrays.get("log_w"))
+    log_z = _number(s.metrics.get("log_z"))
     if log_w is None or not math.isfinite(log_z):
         return abs(_number(s.metrics.get("log_z_error"))), None, "point"
 

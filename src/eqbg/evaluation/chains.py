@@ -5,7 +5,8 @@ MCMC states sample the target itself: their importance weights are uniform (``lo
 makes ``log w = 0``), so the reweighted metrics equal the unweighted ones. Their effective
 sample count is not Kish's (that would be every state) but ``sum_chains n_kept / tau`` with
 ``tau`` the integrated autocorrelation time of the energy (Sokal's window by default); the Kish
-``ess`` columns and the importance-sampling log Z, which need a density, are left empty.
+``ess`` columns and the importance-sampling log Z, which need a density, are left empty (the
+MCMC run adds log Z by AIS at its budget: ``eqbg.baselines.log_z``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from eqbg.evaluation.run import evaluate_samples
 __all__ = ["evaluate_chains", "DENSITY_FREE_KEYS"]
 
 #: metrics that need a model density (importance weights or a test log-likelihood): empty for MCMC
-DENSITY_FREE_KEYS = ("ess", "ess_ci_low", "ess_ci_high", "log_z_estimate", "log_z_error", "nfe",
+DENSITY_FREE_KEYS = ("ess", "ess_ci_low", "ess_ci_high", "log_z", "log_z_estimate", "log_z_error", "nfe",
                      "nfe_total", "path_length", "ess_per_s")
 
 
@@ -84,11 +85,11 @@ def evaluate_chains(
         mcmc_iat=n_chains * n_kept / effective if effective > 0 else math.inf,
         mcmc_iat_method=f"{iat_method}, of the reduced energy, in kept states",
     )
-    record = {f"cost_{unit}_{part}": 0.0 for part in COST_PARTS for unit in ("energy_evals", "s")}
+    record = {key: 0.0 for part in COST_PARTS for key in (f"cost_energy_evals_{part}", f"cost_{part}_time_s")}
     record["cost_energy_evals_sampling"] = float(chains.n_energy_evals)
-    record["cost_s_sampling"] = chains.wall_time_s
+    record["cost_sampling_time_s"] = chains.wall_time_s
     record["cost_energy_evals_total"] = float(chains.n_energy_evals)
-    record["cost_s_total"] = chains.wall_time_s
+    record["cost_total_time_s"] = chains.wall_time_s
     metrics.update(record)
     metrics.update(per_effective_sample(record, effective))
     return metrics, arrays

@@ -73,7 +73,7 @@ def _number(value: Any) -> float:
 
 
 def run_cost(metrics: Mapping[str, Any], data_provenance: Mapping[str, Any] | None) -> dict[str, float]:
-    """A flow run's cost record: ``cost_energy_evals_<part>`` and ``cost_s_<part>`` for every
+    """A flow run's cost record: ``cost_energy_evals_<part>`` and ``cost_<part>_time_s`` for every
     part of :data:`COST_PARTS` and their ``_total``, and the per-effective-sample values
     (:func:`per_effective_sample`).
 
@@ -96,18 +96,18 @@ def run_cost(metrics: Mapping[str, Any], data_provenance: Mapping[str, Any] | No
     n_samples = _number(metrics.get("ess_n"))
     record = {
         "cost_energy_evals_data": data_evals,
-        "cost_s_data": data_s,
+        "cost_data_time_s": data_s,
         "cost_energy_evals_training": _number(metrics.get("n_energy_evals_train")),
-        "cost_s_training": _number(metrics.get("train_time_s")),
+        "cost_training_time_s": _number(metrics.get("train_time_s")),
         "cost_energy_evals_sampling": n_samples,
-        "cost_s_sampling": _number(metrics.get("sampling_wall_time_s")) + _number(metrics.get("flow_energy_time_s")),
+        "cost_sampling_time_s": _number(metrics.get("sampling_wall_time_s")) + _number(metrics.get("flow_energy_time_s")),
         "cost_energy_evals_refinement": (
             _number(metrics.get("n_energy_evals_ais", 0.0)) + _number(metrics.get("n_energy_evals_ais_tuning", 0.0))
         ),
-        "cost_s_refinement": _number(metrics.get("ais_time_s", 0.0)),
+        "cost_refinement_time_s": _number(metrics.get("ais_time_s", 0.0)),
     }
     record["cost_energy_evals_total"] = sum(record[f"cost_energy_evals_{p}"] for p in COST_PARTS)
-    record["cost_s_total"] = sum(record[f"cost_s_{p}"] for p in COST_PARTS)
+    record["cost_total_time_s"] = sum(record[f"cost_{p}_time_s"] for p in COST_PARTS)
     effective = _number(metrics.get("ess")) * n_samples
     record.update(per_effective_sample(record, effective))
     return record
@@ -115,11 +115,12 @@ def run_cost(metrics: Mapping[str, Any], data_provenance: Mapping[str, Any] | No
 
 def per_effective_sample(record: Mapping[str, float], effective_samples: float) -> dict[str, float]:
     """``effective_samples`` and, for the sampling stage alone and for everything, energy
-    evaluations and seconds per effective sample (inf when nothing was effective)."""
+    evaluations (``energy_evals_per_effective_sample_<part>``) and seconds
+    (``cost_per_effective_sample_<part>_time_s``) per effective sample (inf when nothing was
+    effective)."""
     out = {"effective_samples": effective_samples}
     for part in ("sampling", "total"):
-        for unit in ("energy_evals", "s"):
-            cost = record[f"cost_{unit}_{part}"]
-            key = f"{unit}_per_effective_sample_{part}"
+        for key, cost in ((f"energy_evals_per_effective_sample_{part}", record[f"cost_energy_evals_{part}"]),
+                          (f"cost_per_effective_sample_{part}_time_s", record[f"cost_{part}_time_s"])):
             out[key] = cost / effective_samples if effective_samples > 0 else math.inf
     return out
