@@ -238,3 +238,10 @@ def test_langevin_md_spends_its_force_evaluations_and_resumes_bit_identical(tmp_
     resumed = langevin.run_budgeted_md(system, plan, s, seed=0, checkpoint=ckpt)
     assert torch.equal(resumed.samples, whole.samples) and torch.equal(resumed.energies, whole.energies)
     assert not ckpt.exists()
+
+
+def test_every_baseline_sampler_a_system_can_get_is_registered():
+    from eqbg.baselines.grid import BASELINE_SAMPLER
+    from eqbg.baselines.run import SAMPLERS
+
+    assert set(BASELINE_SAMPLER.values()) == set(SAMPLERS)

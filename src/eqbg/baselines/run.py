@@ -22,6 +22,8 @@ import torch
 
 from eqbg.baselines.mcmc import (
     MCMC_BUDGETS,
+    BudgetPlan,
+    ChainResult,
     MCMCBaselineSettings,
     plan_budget,
     run_budgeted_mcmc,
@@ -36,12 +38,27 @@ from eqbg.flows.priors import make_prior
 from eqbg.io import provenance, read_json, save_npz, write_json
 from eqbg.systems import get_system
 
-__all__ = ["best_flow_budget", "mcmc_run", "QUALITY_METRIC"]
+__all__ = ["best_flow_budget", "mcmc_run", "QUALITY_METRIC", "SAMPLERS"]
 
 log = logging.getLogger(__name__)
 
 #: the quality by which the best flow is chosen (smaller is better)
 QUALITY_METRIC = "energy_w2_reweighted"
+
+
+def _mala(sys_obj, prior, plan: BudgetPlan, s: MCMCBaselineSettings, seed: int, checkpoint: Path) -> ChainResult:
+    return run_budgeted_mcmc(
+        sys_obj.energy, lambda n, gen: prior.sample(n, generator=gen, dtype=torch.float64), plan, s,
+        com_free=sys_obj.com_free, seed=seed, checkpoint=checkpoint,
+    )
+
+
+def _langevin(sys_obj, prior, plan: BudgetPlan, s: MCMCBaselineSettings, seed: int, checkpoint: Path) -> ChainResult:
+    return run_budgeted_md(sys_obj, plan, s, seed=seed, checkpoint=checkpoint)  # from the structure, not the prior
+
+
+#: sampler name (the run's ``loss``, eqbg.baselines.grid.BASELINE_SAMPLER) -> its budgeted run
+SAMPLERS = {"mala": _mala, "langevin": _langevin}
 
 
 def best_flow_budget(flow_metrics: Iterable[Mapping[str, Any]], budget: str) -> tuple[float, str]:
@@ -104,14 +121,8 @@ def mcmc_run(
               "system_options": dict(settings.get("system_options", {})),
               "training": {"scale": settings.get("scale", "full")}}
     write_json(out_dir / "config.json", config)
-    seed, checkpoint = int(identity["seed"]), out_dir / "checkpoint.pt"
-    if identity["loss"] == "langevin":
-        chains = run_budgeted_md(sys_obj, plan, s, seed=seed, checkpoint=checkpoint)
-    else:
-        chains = run_budgeted_mcmc(
-            sys_obj.energy, lambda n, gen: prior.sample(n, generator=gen, dtype=torch.float64), plan, s,
-            com_free=sys_obj.com_free, seed=seed, checkpoint=checkpoint,
-        )
+    seed = int(identity["seed"])
+    chains = SAMPLERS[identity["loss"]](sys_obj, prior, plan, s, seed, out_dir / "checkpoint.pt")
     save_npz(out_dir / "samples.npz", x=chains.samples.numpy(), energy=chains.energies.numpy(),
              wall_time_s=np.asarray(chains.wall_time_s))
     x_test = load_dataset(data_dir / "test.npz", system=sys_obj, split="test").numpy()
@@ -123,7 +134,7 @@ def mcmc_run(
         # where the flows report log Z: AIS from the same prior, given the same budget again
         ais, arrays["log_w_log_z"] = ais_log_z(
             sys_obj.energy, prior, plan.budget, n_chains=s.log_z_chains, n_leapfrog=s.log_z_leapfrog,
-            step_size=s.step_size, seed=int(identity["seed"]),
+            step_size=s.step_size, seed=seed,
         )
         metrics.update(ais, log_z=float(log_z), log_z_error=ais["log_z_estimate"] - float(log_z))
     metrics.update({k: identity.get(k) for k in IDENTITY_KEYS})
