@@ -42,7 +42,8 @@ from torch import nn
 from bench_divergence import PlainDivField
 from eqbg.data.dataset import make_reference_data
 from eqbg.flows import CNF, ODESolver
-from eqbg.flows.registry import build_flow, load_flow
+from eqbg.flows.registry import build_flow
+from eqbg.rundir import load_flow
 from eqbg.io import provenance, write_json
 from eqbg.losses import build_loss
 from eqbg.systems import get_system

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from eqbg.flows.registry import build_flow, load_flow
+from eqbg.flows.registry import build_flow
+from eqbg.rundir import load_flow
 from eqbg.io import provenance, write_json
 from eqbg.systems import get_system
 

@@ -23,7 +23,8 @@ import torch
 
 from eqbg.io import provenance, write_json
 from eqbg.systems import get_system
-from eqbg.flows.registry import build_flow, load_flow
+from eqbg.flows.registry import build_flow
+from eqbg.rundir import load_flow
 from eqbg.losses import build_loss
 from eqbg.training import TrainingSettings
 

@@ -10,7 +10,7 @@ import torch
 
 from eqbg.baselines.mcmc import MCMCBaselineSettings, plan_budget, run_budgeted_mcmc
 from eqbg.baselines.run import best_flow_budget
-from eqbg.evaluation.chains import _blocks
+from eqbg.baselines.evaluate import _blocks
 from eqbg.evaluation.cost import COST_PARTS, data_stage_cost, run_cost
 
 MU = torch.tensor([[1.5, -0.5], [0.0, 2.0], [-1.0, 0.25]], dtype=torch.float64)

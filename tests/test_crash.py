@@ -121,7 +121,7 @@ def test_damaged_checkpoint_names_the_file(small_run, tmp_path, how):
 
 @pytest.mark.parametrize("how", ["truncated", "garbage"])
 def test_damaged_model_file_names_the_file(small_run, tmp_path, how):
-    from eqbg.flows.registry import load_flow
+    from eqbg.rundir import load_flow
 
     _, run = small_run
     for name in ("model.pt", "config.json"):
@@ -329,7 +329,7 @@ import sys, time
 import snakemake.logging, snakemake.iocontainers, snakemake.shell, snakemake.io
 from eqbg.pipeline import setup_logging
 from eqbg.sampling import sample_run
-from eqbg.flows.registry import load_flow
+from eqbg.rundir import load_flow
 load_flow(sys.argv[1], device="cpu")
 print(time.process_time())
 """

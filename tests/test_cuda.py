@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from eqbg.flows import remove_mean
-from eqbg.flows.registry import build_flow, load_flow
+from eqbg.flows.registry import build_flow
+from eqbg.rundir import load_flow
 from eqbg.ot import equivariant_ot, ot_permutation
 from eqbg.sampling import sample_run
 from eqbg.systems import get_system

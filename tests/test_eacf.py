@@ -262,7 +262,7 @@ def test_short_dw4_training_lowers_the_validation_nll(tmp_path):
     import pandas as pd
 
     curve = pd.read_csv(run / "train.csv")
-    from eqbg.flows.registry import load_flow
+    from eqbg.rundir import load_flow
 
     flow, _ = load_flow(run)
     from eqbg.data import load_dataset

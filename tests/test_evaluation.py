@@ -370,7 +370,7 @@ def test_training_cost_for_energy_based_losses():
 
 from pathlib import Path  # noqa: E402
 
-from eqbg.evaluation import collect_metrics, load_published, write_system_table  # noqa: E402
+from eqbg.tables import collect_metrics, load_published, write_system_table  # noqa: E402
 from eqbg.io import write_json  # noqa: E402
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "published.csv"
@@ -437,7 +437,7 @@ def test_system_table_rows_and_published_columns(tmp_path):
 
 
 def test_phi_psi_of_built_structures_match_their_construction():
-    from eqbg.evaluation import mdtraj_topology, phi_psi
+    from eqbg.systems.dihedrals import mdtraj_topology, phi_psi
     from eqbg.systems import get_system
     from eqbg.systems.aldp import internal_coordinate_structure
 

@@ -13,14 +13,8 @@ from docutils.core import publish_parts
 from jinja2 import Environment
 from snakemake.report import Category
 
-from eqbg.evaluation.tables import (
-    HEADLINE_METRICS,
-    headline_counts,
-    headline_display,
-    headline_table,
-    system_table,
-    write_headline_table,
-)
+from eqbg.tables import headline_counts, headline_table, system_table, write_headline_table
+from eqbg.tables.headline import HEADLINE_METRICS, headline_display
 
 ROOT = Path(__file__).resolve().parents[1]
 DESCRIPTION = ROOT / "workflow" / "report" / "workflow.rst"
@@ -215,8 +209,8 @@ def test_variants_are_their_own_rows_and_a_column_of_the_tables(tmp_path):
 
 
 def test_training_size_table_and_figure_carry_the_size_beside_published_values():
-    from eqbg.evaluation.tables import load_published, training_size_table
-    from eqbg.plots.figures import training_size_plot
+    from eqbg.tables import load_published, training_size_table
+    from eqbg.plots import training_size_plot
 
     rows = []
     for n_train, nlls in ((100, (8.6, 8.8)), (1000, (8.0, 8.2)), (10000, (7.6, 7.7))):

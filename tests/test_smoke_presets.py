@@ -24,8 +24,7 @@ from eqbg.claims.table import write_claims
 from eqbg.data import load_dataset, make_reference_data
 from eqbg.data.population import write_phi_population
 from eqbg.data.transport import write_transport_costs
-from eqbg.evaluation import collect_metrics, evaluate_run, write_system_table
-from eqbg.evaluation.tables import SMOKE_NOTE, write_headline_table
+from eqbg.evaluation import evaluate_run
 from eqbg.io import read_json
 from eqbg.pipeline import (
     Run,
@@ -42,6 +41,7 @@ from eqbg.pipeline import (
 from eqbg.sampling import sample_run
 from eqbg.scale import SMOKE_SPLITS
 from eqbg.systems import system_spec
+from eqbg.tables import SMOKE_NOTE, collect_metrics, write_headline_table, write_system_table
 from eqbg.training import train_run
 
 ROOT = Path(__file__).resolve().parents[1]

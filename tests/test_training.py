@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from eqbg.flows import CNF, ODESolver, remove_mean
-from eqbg.flows.registry import build_flow, load_flow
+from eqbg.flows.registry import build_flow
+from eqbg.rundir import load_flow
 from eqbg.losses import build_loss, flow_matching_loss
 from eqbg.sampling import sample_run
 from eqbg.settings import SettingsError

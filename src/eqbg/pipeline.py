@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eqbg.losses import loss_needs_data
 from eqbg.scale import (
     scale_of,
     smoke_coupling_settings,
@@ -48,6 +49,7 @@ from eqbg.scale import (
     smoke_population_settings,
     smoke_run_settings,
 )
+from eqbg.systems import system_spec
 
 #: Sections of ``defaults`` that an override may change.
 SETTING_SECTIONS = ("model", "train", "ode", "sample", "evaluate")
@@ -147,8 +149,6 @@ def run_settings(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     settings["system_options"] = copy.deepcopy(system_options(config, run.system))
     settings["device"] = config.get("device", "cpu")
     if scale_of(config) == "smoke":
-        from eqbg.systems import system_spec
-
         settings = smoke_run_settings(settings, config.get("smoke_device", "cpu"),
                                       dim=system_spec(run.system).dim)
     return settings
@@ -159,8 +159,6 @@ def data_settings(config: Mapping[str, Any], system: str) -> dict[str, Any]:
     size under ``scale: smoke``."""
     settings = dict(config["systems"][system]["data"])
     if scale_of(config) == "smoke":
-        from eqbg.systems import system_spec
-
         settings = smoke_data_settings(system_spec(system).reference_sampler, settings)
     return settings
 
@@ -235,8 +233,6 @@ def evaluate_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
 def train_inputs(config: Mapping[str, Any], run: Run) -> dict[str, str]:
     """Reference-data files the run's training reads: ``train`` when its loss trains on data,
     ``val`` when it validates."""
-    from eqbg.losses import loss_needs_data
-
     folder = f"results/data/{run.system}"
     inputs = {}
     if loss_needs_data(run.loss):

@@ -1,8 +1,8 @@
 """One tidy CSV of every run of a system (one row per run)."""
 
-from eqbg.evaluation import collect_metrics
 from eqbg.io import atomic_path
 from eqbg.pipeline import setup_logging
+from eqbg.tables import collect_metrics
 
 setup_logging(snakemake.log[0])
 with atomic_path(snakemake.output[0]) as tmp:

@@ -1,7 +1,7 @@
 """The headline table across systems: Markdown, CSV and the reST the report's front page shows."""
 
-from eqbg.evaluation.tables import write_headline_table
 from eqbg.pipeline import setup_logging
+from eqbg.tables import write_headline_table
 
 setup_logging(snakemake.log[0])
 write_headline_table(

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from eqbg.evaluation.tables import headline_counts
 from eqbg.io import atomic_path
 from eqbg.pipeline import setup_logging
+from eqbg.tables import headline_counts
 
 log = setup_logging(snakemake.log[0])
 out = Path(snakemake.output[0])

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from eqbg.evaluation import write_system_table
 from eqbg.pipeline import setup_logging
+from eqbg.tables import write_system_table
 
 setup_logging(snakemake.log[0])
 write_system_table(

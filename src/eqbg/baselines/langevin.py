@@ -42,7 +42,7 @@ def run_budgeted_md(
 ) -> ChainResult:
     """Langevin trajectories of an OpenMM-backed system (``system.system``, ``positions``,
     ``temperature``) spending ``plan``; frames CoM-free, energies reduced (``U / kT``)."""
-    import openmm
+    import openmm  # a heavy import, only for alanine dipeptide's baseline
 
     xml = openmm.XmlSerializer.serialize(system.system)
     start = np.asarray(system.positions, dtype=np.float64).reshape(system.n_particles, 3)

@@ -32,10 +32,11 @@ from eqbg.baselines.mcmc import (
 from eqbg.baselines.langevin import run_budgeted_md
 from eqbg.baselines.log_z import ais_log_z
 from eqbg.data import load_dataset
-from eqbg.evaluation.chains import evaluate_chains
-from eqbg.evaluation.run import IDENTITY_KEYS, _json_clean, resolve_settings
+from eqbg.baselines.evaluate import evaluate_chains
+from eqbg.evaluation.run import resolve_settings
 from eqbg.flows.priors import make_prior
 from eqbg.io import provenance, read_json, save_npz, write_json
+from eqbg.rundir import IDENTITY_KEYS, RunDir
 from eqbg.systems import get_system
 
 __all__ = ["best_flow_budget", "mcmc_run", "QUALITY_METRIC", "SAMPLERS"]
@@ -105,7 +106,7 @@ def mcmc_run(
     Returns:
         The metrics written to ``out_dir/metrics.json``.
     """
-    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    run, data_dir = RunDir(out_dir), Path(data_dir)
     s = MCMCBaselineSettings(**settings.get("mcmc", {}))
     budget, matched_to = best_flow_budget([read_json(p) for p in flow_metrics_paths], identity["variant"])
     if settings.get("scale") == "smoke":
@@ -120,10 +121,10 @@ def mcmc_run(
     config = {**identity, "mcmc": asdict(s), "plan": asdict(plan), "budget_matched_to": matched_to,
               "system_options": dict(settings.get("system_options", {})),
               "training": {"scale": settings.get("scale", "full")}}
-    write_json(out_dir / "config.json", config)
+    write_json(run.config, config)
     seed = int(identity["seed"])
-    chains = SAMPLERS[identity["loss"]](sys_obj, prior, plan, s, seed, out_dir / "checkpoint.pt")
-    save_npz(out_dir / "samples.npz", x=chains.samples.numpy(), energy=chains.energies.numpy(),
+    chains = SAMPLERS[identity["loss"]](sys_obj, prior, plan, s, seed, run.checkpoint)
+    save_npz(run.samples, x=chains.samples.numpy(), energy=chains.energies.numpy(),
              wall_time_s=np.asarray(chains.wall_time_s))
     x_test = load_dataset(data_dir / "test.npz", system=sys_obj, split="test").numpy()
     eval_settings = resolve_settings({**settings.get("evaluate", {}), "device": settings.get("device", "cpu"),
@@ -139,9 +140,7 @@ def mcmc_run(
         metrics.update(ais, log_z=float(log_z), log_z_error=ais["log_z_estimate"] - float(log_z))
     metrics.update({k: identity.get(k) for k in IDENTITY_KEYS})
     metrics.update(budget_matched_to=matched_to, mcmc_budget_kind=identity["variant"], n_train=None,
-                   n_train_setting=None, scale=settings.get("scale", "full"), run_dir=str(out_dir))
+                   n_train_setting=None, scale=settings.get("scale", "full"), run_dir=str(run.root))
     metrics["provenance"] = provenance(stage="mcmc", settings=config, test_data=str(data_dir / "test.npz"))
-    save_npz(out_dir / "eval.npz", **{k: np.asarray(v) for k, v in arrays.items()},
-             **{k: np.asarray("" if identity.get(k) is None else str(identity[k])) for k in IDENTITY_KEYS})
-    write_json(out_dir / "metrics.json", _json_clean(metrics))
+    run.write_evaluation(metrics, arrays, identity)
     return metrics

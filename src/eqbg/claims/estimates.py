@@ -155,7 +155,7 @@ def _energy_w2_reweighted(s: SeedData, rng: np.random.Generator):
             return math.nan
         return wasserstein_1d(u[idx], u_data, normalised_weights(lw), None, p=2)
 
-    # correlated MCMC states are resampled in blocks of their chains (eqbg.evaluation.chains), a
+    # correlated MCMC states are resampled in blocks of their chains (eqbg.baselines.evaluate), a
     # flow's independent samples one by one
     cluster = s.arrays.get("sample_block")
     if cluster is None:

@@ -18,7 +18,7 @@ import pandas as pd
 from eqbg.claims.estimates import RunData, SeedData
 from eqbg.claims.spec import Claim, load_claims
 from eqbg.claims.verdicts import LEVEL, VERDICTS, CheckResult, combine, judge
-from eqbg.evaluation.tables import SMOKE_NOTE
+from eqbg.tables import SMOKE_NOTE
 from eqbg.io import atomic_path
 
 __all__ = ["runs_from_metrics", "evaluate_claims", "claims_table", "check_rows", "write_claims", "CLAIMS_NOTES"]

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import math
 import os
+import time
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,8 +34,10 @@ import torch
 from eqbg import io
 from eqbg.data import diagnostics as dg
 from eqbg.data.mcmc import metropolis, minimise, random_nonoverlapping
-from eqbg.geometry import remove_mean
+from eqbg.data.md import KB_KJ_PER_MOL_K, run_trajectories, trajectory_seeds
 from eqbg.data.settings import SPLITS, resolve_settings
+from eqbg.geometry import remove_mean
+from eqbg.systems import get_system, system_spec
 
 __all__ = [
     "DatasetError",
@@ -69,8 +72,6 @@ class NotConvergedError(RuntimeError):
 
 def _get_system(system: Any, options: Mapping[str, Any]):
     if isinstance(system, str):
-        from eqbg.systems import get_system
-
         return get_system(system, **dict(options))
     if options:
         raise ValueError("system_options can only be applied when the system is given by name")
@@ -83,8 +84,6 @@ def sampler_for(system: Any) -> str:
     Accepts a ``System`` (or any object with that attribute) or a registered name.
     """
     if isinstance(system, str):
-        from eqbg.systems import system_spec
-
         return system_spec(system).reference_sampler
     sampler = getattr(system, "reference_sampler", None)
     if sampler not in ("mcmc", "md", "exact"):
@@ -390,10 +389,8 @@ def md_split_blocks(
 
 
 def _sample_md(system, s: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    import mdtraj
+    import mdtraj  # heavy imports, only for MD reference data
     import openmm
-
-    from eqbg.data.md import KB_KJ_PER_MOL_K, run_trajectories, trajectory_seeds
 
     omm_system = getattr(system, "openmm_system", None) or getattr(system, "system", None)
     if omm_system is None:
@@ -518,8 +515,6 @@ def make_reference_data(
             diagnostics are then written to ``out_dir/diagnostics.failed.json`` and no dataset
             file is written.
     """
-    import time
-
     t0 = time.perf_counter()
     out = Path(out_dir)
     options = dict((settings or {}).get("system_options", {}) or {})
@@ -621,8 +616,6 @@ def load_dataset(
     sys_obj = None
     if system is not None:
         if isinstance(system, str):
-            from eqbg.systems import get_system
-
             sys_obj = get_system(system)
         else:
             sys_obj = system

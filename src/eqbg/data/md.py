@@ -87,7 +87,7 @@ def run_langevin(
         minimise: minimise the energy (OpenMM's L-BFGS) before drawing velocities, e.g. for a
             start structure built far from the system's minimum or under a new bias.
     """
-    import openmm
+    import openmm  # a heavy import, only when MD runs
     from openmm import unit
 
     if seed == 0:

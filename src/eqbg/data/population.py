@@ -28,6 +28,7 @@ import numpy as np
 
 from eqbg import io
 from eqbg.data.md import KB_KJ_PER_MOL_K, run_trajectories, trajectory_seeds
+from eqbg.systems import get_system
 
 __all__ = [
     "PHI_WINDOWS",
@@ -148,7 +149,7 @@ def mbar_populations(
 
 
 def _biased_system_xml(system: Any, centre: float, k_kj: float) -> str:
-    import openmm
+    import openmm  # OpenMM and alanine dipeptide's module (mdtraj) only where used
 
     from eqbg.systems.aldp import PHI_ATOMS
 
@@ -194,7 +195,7 @@ def phi_population(system: Any, settings: Mapping[str, Any] | None = None) -> tu
         and the result of :func:`mbar_populations` for :data:`PHI_WINDOWS`, profile as lists)
         and the phi series ``(n_windows, n_frames)`` float32, radians.
     """
-    from eqbg.systems.aldp import internal_coordinate_structure
+    from eqbg.systems.aldp import internal_coordinate_structure  # mdtraj, OpenMM: only here
 
     s = _resolve(settings)
     k_windows = int(s["n_windows"])
@@ -240,8 +241,6 @@ def write_phi_population(
     """:func:`phi_population` of a registered system, written atomically with its provenance
     (``report_path``, JSON) and the windows' phi series (``phi_path``, npz ``phi`` radians and
     ``centres``)."""
-    from eqbg.systems import get_system
-
     system = get_system(system_name, **dict(options))
     if "dihedrals" not in system.observables or not hasattr(system, "system"):
         raise ValueError(f"system {system_name!r} has no OpenMM system with backbone dihedrals")

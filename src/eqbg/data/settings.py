@@ -85,6 +85,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from eqbg.systems import SYSTEM_SPECS
+
 __all__ = [
     "MCMC_DEFAULTS",
     "MD_DEFAULTS",
@@ -171,8 +173,6 @@ EXACT_DEFAULTS: dict[str, Any] = {
 def system_defaults(system_name: str) -> dict[str, Any]:
     """Per-system reference-data defaults of a registered system (its
     ``SystemSpec.data_defaults``, copied); ``{}`` for a name the registry does not know."""
-    from eqbg.systems import SYSTEM_SPECS
-
     spec = SYSTEM_SPECS.get(system_name)
     if spec is None:
         return {}
@@ -247,7 +247,6 @@ def _system_facts(system: str | Any) -> tuple[str, bool]:
     """``(name, second_derivatives)`` of a system object or a (registered) name."""
     if not isinstance(system, str):
         return str(system.name), bool(getattr(system, "second_derivatives", True))
-    from eqbg.systems import SYSTEM_SPECS
 
     spec = SYSTEM_SPECS.get(system)
     return system, (spec.second_derivatives if spec is not None else True)

@@ -1,12 +1,10 @@
 """Evaluation of trained Boltzmann generators: importance weights, ESS, NLL, distribution
-metrics, alanine-dipeptide observables, cost, and the per-run / per-system reports."""
+metrics, alanine-dipeptide observables, and cost (the tables of a run are in :mod:`eqbg.tables`)."""
 
 from __future__ import annotations
 
 from eqbg.evaluation.dihedrals import (
     basin_free_energy_difference,
-    mdtraj_topology,
-    phi_psi,
     ramachandran_histogram,
 )
 from eqbg.evaluation.distributions import (
@@ -28,23 +26,12 @@ from eqbg.evaluation.nll import (
 )
 from eqbg.evaluation.run import (
     DEFAULT_SETTINGS,
-    IDENTITY_KEYS,
     METRIC_KEYS,
     compute_energies,
     evaluate_run,
     evaluate_samples,
     resolve_settings,
-    run_identifiers,
     training_cost,
-)
-from eqbg.evaluation.tables import (
-    SYSTEM_DIMS,
-    TABLE_METRICS,
-    collect_metrics,
-    load_published,
-    mean_sem_table,
-    system_table,
-    write_system_table,
 )
 from eqbg.evaluation.weights import (
     DEFAULT_ENERGY_CAP,
@@ -61,21 +48,12 @@ from eqbg.evaluation.weights import (
 
 __all__ = [
     "DEFAULT_SETTINGS",
-    "IDENTITY_KEYS",
     "METRIC_KEYS",
-    "SYSTEM_DIMS",
-    "TABLE_METRICS",
-    "collect_metrics",
     "compute_energies",
     "evaluate_run",
     "evaluate_samples",
-    "load_published",
-    "mean_sem_table",
     "resolve_settings",
-    "run_identifiers",
-    "system_table",
     "training_cost",
-    "write_system_table",
     "DEFAULT_ENERGY_CAP",
     "NLL_CONVENTIONS",
     "FailedSamples",
@@ -91,13 +69,11 @@ __all__ = [
     "forward_ess",
     "kish_ess",
     "log_importance_weights",
-    "mdtraj_topology",
     "mean_and_sem",
     "model_log_prob",
     "nll_from_log_prob",
     "normalised_weights",
     "pairwise_distances",
-    "phi_psi",
     "prior_log_normaliser",
     "ramachandran_histogram",
     "reweighted_mean",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from eqbg.evaluation.weights import kish_ess
+from eqbg.flows.base import Flow
 from eqbg.sampling.ais import AISSettings, AnnealedImportanceSampler
 
 __all__ = ["AIS_DEFAULTS", "supports_ais", "trained_step_sizes", "ais_refinement"]
@@ -31,8 +32,6 @@ AIS_DEFAULTS: dict[str, Any] = {"n": 1000, "batch_size": 500, "tune_passes": 20,
 
 def supports_ais(flow: Any) -> bool:
     """Whether the flow has the differentiable state density AIS needs."""
-    from eqbg.flows.base import Flow
-
     return isinstance(flow, Flow) and type(flow).state_log_prob is not Flow.state_log_prob
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from eqbg.systems import SYSTEM_SPECS
+
 
 @dataclass(frozen=True)
 class NLLConvention:
@@ -106,8 +108,6 @@ def conventions_table(dims: dict[str, int] | None = None) -> list[dict[str, obje
     (default: every registered CoM-free system, dimension from the system registry), the
     offset to add to an eqbg NLL to obtain that convention's NLL."""
     if not dims:
-        from eqbg.systems import SYSTEM_SPECS
-
         dims = {name: spec.dim for name, spec in SYSTEM_SPECS.items() if spec.com_free}
     rows = []
     for conv in NLL_CONVENTIONS.values():

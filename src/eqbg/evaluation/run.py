@@ -1,7 +1,7 @@
 """Evaluate one trained run: reweighting, ESS, NLL, distribution metrics, observables and cost.
 
 :func:`evaluate_samples` does the computation on arrays (no files); :func:`evaluate_run` reads a
-run folder (``samples.npz``, ``model.pt`` via ``eqbg.flows.registry.load_flow``, ``train.csv``,
+run folder (``samples.npz``, ``model.pt`` via ``eqbg.rundir.load_flow``, ``train.csv``,
 ``config.json``) and the test split, and writes ``metrics.json`` plus ``eval.npz`` (everything the
 figures need, so they regenerate without the model).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import pandas as pd
 import torch
 from scipy.special import logsumexp
 
-from eqbg.settings import resolve_device
+from eqbg.data import load_dataset
+from eqbg.evaluation.ais import ais_refinement, supports_ais
 from eqbg.evaluation.cost import run_cost
 from eqbg.evaluation.expectation import quadratic_bias_metrics
 from eqbg.evaluation.paths import integration_subset
@@ -51,6 +51,12 @@ from eqbg.evaluation.weights import (
     normalised_weights,
     reweighted_mean,
 )
+from eqbg.flows import DENSITY_KINDS
+from eqbg.io import provenance, read_json
+from eqbg.losses import LOSSES
+from eqbg.rundir import RunDir, load_flow, run_identifiers
+from eqbg.settings import resolve_device
+from eqbg.systems import get_system
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +91,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "device": "cpu",
     # skip the model-based test NLL / forward ESS (e.g. when no model is available)
     "compute_nll": True,
-    # ODE overrides for the test NLL, passed to eqbg.flows.registry.load_flow(ode=...) (e.g.
+    # ODE overrides for the test NLL, passed to eqbg.rundir.load_flow(ode=...) (e.g.
     # {"atol": 1e-7, "rtol": 1e-7} as E-NF's test protocol); None = the run's training ODE
     "nll_ode": None,
     # dtype of the model for the test NLL ("float32"/"float64"); None = the training dtype
@@ -512,8 +518,6 @@ def log_q_density(samples: Mapping[str, Any]) -> tuple[str, int | None]:
     Raises:
         ValueError: a ``stochastic`` log q, which must never enter importance weights.
     """
-    from eqbg.flows import DENSITY_KINDS
-
     if "density" in samples:
         density = str(np.asarray(samples["density"]))
     else:
@@ -550,8 +554,6 @@ def training_cost(train_curve: pd.DataFrame | None, loss: str | None) -> dict[st
     ``n_energy_evals_train`` is the last ``n_energy_evals`` entry when the curve records it,
     else 0 for a registered loss that never evaluates the energy, NaN (unknown) otherwise.
     """
-    from eqbg.losses import LOSSES
-
     out: dict[str, Any] = {"train_time_s": float("nan"), "train_steps": 0, "final_val_nll": float("nan")}
     if train_curve is not None and len(train_curve):
         if "wall_time_s" in train_curve:
@@ -572,19 +574,6 @@ def training_cost(train_curve: pd.DataFrame | None, loss: str | None) -> dict[st
     return out
 
 
-#: Fields of a run's identity, as its ``config.json`` records them.
-IDENTITY_KEYS = ("system", "model", "loss", "variant", "seed")
-
-
-def run_identifiers(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``system``, ``model``, ``loss``, ``variant``, ``seed`` of a run, read from its
-    ``config.json`` (never parsed back from the path: a variant adds a folder to it)."""
-    missing = [k for k in ("system", "model", "loss", "seed") if not isinstance(config.get(k), (str, int))]
-    if missing:
-        raise ValueError(f"run config lacks its identity {missing}: was it written by train_run?")
-    return {key: config.get(key) for key in IDENTITY_KEYS}
-
-
 def evaluate_run(
     system: str,
     run_dir: str | Path,
@@ -598,7 +587,7 @@ def evaluate_run(
     """Evaluate one run and write ``metrics.json`` (atomically) and ``eval.npz`` beside it.
 
     Reads ``run_dir/samples.npz`` (or ``samples_path``), ``data_dir/test.npz``, the model via
-    ``eqbg.flows.registry.load_flow(run_dir)`` (for the exact-divergence test NLL and forward ESS),
+    ``eqbg.rundir.load_flow(run_dir)`` (for the exact-divergence test NLL and forward ESS),
     ``run_dir/train.csv`` and the run's config.
 
     Args:
@@ -613,43 +602,25 @@ def evaluate_run(
     Returns:
         The metrics dict that was written.
     """
-    from eqbg.data import load_dataset
-    from eqbg.io import provenance, save_npz, write_json
-    from eqbg.systems import get_system
-
-    run_dir, data_dir, out_path = Path(run_dir), Path(data_dir), Path(out_path)
+    run, data_dir = RunDir(run_dir), Path(data_dir)
     eval_settings, system_options = split_run_settings(settings)
     cfg = resolve_settings(eval_settings)
     sys_obj = get_system(system, **system_options)
 
-    samples_path = Path(samples_path) if samples_path else run_dir / "samples.npz"
-    if not samples_path.is_file():
-        raise FileNotFoundError(f"{samples_path}: samples file not found")
-    try:
-        with np.load(samples_path, allow_pickle=False) as f:
-            samples = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(
-            f"{samples_path}: samples file is truncated or corrupt ({type(exc).__name__}: {exc}); "
-            "delete it to sample again"
-        ) from exc
+    samples_path = Path(samples_path) if samples_path else run.samples
+    samples = run.read_samples(samples_path)
     x_test = load_dataset(data_dir / "test.npz", system=sys_obj, split="test")
 
     flow = None
     if cfg["compute_nll"]:
-        from eqbg.flows.registry import load_flow
-
-        flow, _ = load_flow(run_dir, ode=cfg["nll_ode"], device=cfg["device"], dtype=cfg["nll_dtype"])
-    from eqbg.io import read_json
-
-    config = read_json(run_dir / "config.json")
+        flow, _ = load_flow(run.root, ode=cfg["nll_ode"], device=cfg["device"], dtype=cfg["nll_dtype"])
+    config = run.read_config()
     ident = run_identifiers(config)
     if ident["system"] != system:
-        raise ValueError(f"run {run_dir} is for system {ident['system']!r}, not {system!r}")
+        raise ValueError(f"run {run.root} is for system {ident['system']!r}, not {system!r}")
 
-    curve_path = run_dir / "train.csv"
-    curve = pd.read_csv(curve_path) if curve_path.exists() else None
-    log.info("evaluating %s (%d samples)", run_dir, len(samples["log_q"]))
+    curve = run.read_train_curve()
+    log.info("evaluating %s (%d samples)", run.root, len(samples["log_q"]))
     metrics, arrays = evaluate_samples(
         sys_obj, samples, x_test, flow=flow, settings=cfg, loss=ident.get("loss"), train_curve=curve
     )
@@ -661,11 +632,9 @@ def evaluate_run(
                            path_length_subset=float(paths["path_length_subset"].mean()),
                            path_subset_n=int(cfg["path_subset_n"]))
     if cfg["ais"]:
-        from eqbg.evaluation.ais import ais_refinement, supports_ais
-
         if flow is not None and supports_ais(flow):
             ais_metrics, arrays["log_w_ais"] = ais_refinement(
-                flow, sys_obj.energy, cfg["ais"], checkpoint=run_dir / "checkpoint.pt",
+                flow, sys_obj.energy, cfg["ais"], checkpoint=run.checkpoint,
                 log_z=getattr(sys_obj, "log_z", None),
             )
             metrics.update(ais_metrics)
@@ -684,7 +653,7 @@ def evaluate_run(
     # (None: all of them); the training-set-size study plots NLL against the former
     metrics["n_train"] = config.get("n_train")
     metrics["n_train_setting"] = (config.get("training") or {}).get("n_train")
-    metrics["run_dir"] = str(run_dir)
+    metrics["run_dir"] = str(run.root)
     data_provenance = data_dir / "provenance.json"
     metrics.update(run_cost(metrics, read_json(data_provenance) if data_provenance.is_file() else None))
     metrics["provenance"] = provenance(
@@ -695,25 +664,6 @@ def evaluate_run(
         test_data=str(data_dir / "test.npz"),
         run_config=config,
     )
-    eval_npz_path = Path(eval_npz_path) if eval_npz_path else out_path.with_name("eval.npz")
-    save_npz(
-        eval_npz_path,
-        **{k: np.asarray(v) for k, v in arrays.items()},
-        **{k: np.asarray("" if ident[k] is None else str(ident[k])) for k in IDENTITY_KEYS},
-    )
-    write_json(out_path, _json_clean(metrics))
+    run.write_evaluation(metrics, arrays, ident, metrics_path=out_path, eval_npz_path=eval_npz_path)
     return metrics
 
-
-def _json_clean(obj: Any) -> Any:
-    """Replace NaN/inf floats by None (strict JSON), recursively."""
-    if isinstance(obj, Mapping):
-        return {k: _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -51,7 +51,7 @@ class RealNVPFlow(Flow):
         trainable_base: bool = True,
         lu_linear: bool = True,
     ) -> None:
-        import normflows as nf
+        import normflows as nf  # a heavy import, only when a RealNVP flow is built
 
         super().__init__()
         self.n, self.d = int(n_particles), int(spatial_dim)

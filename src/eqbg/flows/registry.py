@@ -2,9 +2,9 @@
 
 A model is a settings dataclass (every field a config key under ``defaults.model.<name>``, with
 its default and a comment that documents it) and a builder ``build(system, settings, ode) ->
-Flow``. :func:`register_model` adds one; :func:`build_flow` validates the settings and builds it;
-:func:`load_flow` rebuilds a trained one from its ``model.pt``. The config schema's model names
-are held equal to :data:`MODELS` by a test.
+Flow``. :func:`register_model` adds one; :func:`build_flow` validates the settings and builds it
+(:func:`eqbg.rundir.load_flow` rebuilds a trained one from its ``model.pt``). The config
+schema's model names are held equal to :data:`MODELS` by a test.
 
 Keys common to every model: ``name`` (the registry name) and ``prior_scale`` (std of the Gaussian
 base distribution).
@@ -15,16 +15,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from eqbg.flows.augmented import FRAMES, AugmentedCouplingFlow
 from eqbg.flows.base import Flow
 from eqbg.flows.cnf import CNF
 from eqbg.flows.priors import make_prior
+from eqbg.flows.realnvp import RealNVPFlow
 from eqbg.flows.solver import ODESettings
-from eqbg.settings import SettingsError, asdict, resolve, resolve_device, resolve_dtype
+from eqbg.nn import EGNNField, KernelField, MLPField
+from eqbg.settings import SettingsError, asdict, resolve
 
 __all__ = [
     "EGNNSettings",
@@ -38,7 +40,6 @@ __all__ = [
     "resolve_model_settings",
     "model_settings_dict",
     "build_flow",
-    "load_flow",
 ]
 
 
@@ -84,8 +85,6 @@ def _cnf(system: Any, field: torch.nn.Module, prior_scale: float, ode: ODESettin
 
 
 def _build_egnn(system: Any, s: EGNNSettings, ode: ODESettings) -> Flow:
-    from eqbg.nn import EGNNField
-
     types = system.atom_types
     field = EGNNField(
         int(system.n_particles),
@@ -105,8 +104,6 @@ def _build_egnn(system: Any, s: EGNNSettings, ode: ODESettings) -> Flow:
 
 
 def _build_kernel(system: Any, s: KernelSettings, ode: ODESettings) -> Flow:
-    from eqbg.nn import KernelField
-
     if not system.com_free:
         raise SettingsError(f"model 'kernel' needs a CoM-free system, {system.name} is not")
     field = KernelField(
@@ -134,8 +131,6 @@ class MLPSettings:
 
 
 def _build_mlp(system: Any, s: MLPSettings, ode: ODESettings) -> Flow:
-    from eqbg.nn import MLPField
-
     field = MLPField(
         int(system.n_particles),
         int(system.spatial_dim),
@@ -181,8 +176,6 @@ class EACFSettings:
     identical_init: bool = True  #: every block starts from the first block's parameters
 
     def validate(self) -> None:
-        from eqbg.flows.augmented import FRAMES
-
         if self.frame not in FRAMES:
             raise SettingsError(f"model[eacf].frame must be one of {sorted(FRAMES)}, got {self.frame!r}")
         if self.proj_transform not in ("affine", "spline"):
@@ -197,8 +190,6 @@ class EACFSettings:
 
 
 def _build_eacf(system: Any, s: EACFSettings, ode: ODESettings) -> Flow:
-    from eqbg.flows.augmented import AugmentedCouplingFlow
-
     if not system.com_free or int(system.spatial_dim) not in (2, 3):
         raise SettingsError(
             f"model 'eacf' needs a CoM-free system in 2 or 3 dimensions, {system.name} is not"
@@ -236,8 +227,6 @@ class RealNVPSettings:
 
 
 def _build_realnvp(system: Any, s: RealNVPSettings, ode: ODESettings) -> Flow:
-    from eqbg.flows.realnvp import RealNVPFlow
-
     if system.com_free:
         raise SettingsError(
             f"model 'realnvp' is for targets without translation symmetry; {system.name} is "
@@ -322,48 +311,3 @@ def build_flow(
     ode = ode_cfg if isinstance(ode_cfg, ODESettings) else resolve(ODESettings, ode_cfg, "ode")
     return MODELS[ms.name].build(system, ms, ode)
 
-
-def load_flow(
-    run_dir: str | Path,
-    *,
-    ode: Mapping[str, Any] | None = None,
-    device: str = "cpu",
-    dtype: str | None = None,
-) -> tuple[Flow, dict[str, Any]]:
-    """Rebuild the trained flow of ``run_dir`` from its self-describing ``model.pt``.
-
-    Args:
-        run_dir: a training run folder (``model.pt``, ``config.json``).
-        ode: overrides of the stored ODE settings (e.g. tighter tolerances for the test NLL).
-        device: where to put the model (``auto`` allowed).
-        dtype: ``float32``/``float64`` (default: the training dtype).
-
-    Returns:
-        ``(flow in eval mode without gradients, the run's config.json)``.
-    """
-    from eqbg import io
-    from eqbg.systems import get_system
-
-    run_dir = Path(run_dir)
-    cfg_path, model_path = run_dir / "config.json", run_dir / "model.pt"
-    for p in (cfg_path, model_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found: is {run_dir} a finished training run?")
-    config = io.read_json(cfg_path)
-    try:
-        saved = torch.load(model_path, map_location="cpu", weights_only=False)
-        state_dict, model_cfg = saved["state_dict"], saved["model"]
-    except Exception as err:  # a truncated or foreign file: name it
-        raise ValueError(
-            f"{model_path}: model file is truncated or corrupt, or not an eqbg model file "
-            f"({type(err).__name__}: {err}); delete it to train again"
-        ) from err
-    ode_cfg = {**dict(saved.get("ode") or {}), **dict(ode or {})}
-    sys_obj = get_system(saved["system"], **dict(saved.get("system_options") or {}))
-    flow = build_flow(sys_obj, model_cfg, ode_cfg)
-    flow.load_state_dict(state_dict)
-    dt = resolve_dtype(dtype or config.get("training", {}).get("dtype", "float32"))
-    flow = flow.to(device=resolve_device(device), dtype=dt).eval()
-    for p in flow.parameters():
-        p.requires_grad_(False)
-    return flow, config

@@ -19,6 +19,7 @@ import itertools
 import math
 from collections.abc import Callable
 
+import lap
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -165,8 +166,6 @@ def _scipy_assignment(cost: Tensor) -> Tensor:
 def _lap_assignment(cost: Tensor) -> Tensor:
     """``(P, m, m)`` -> ``(P, m)``: one ``lap.lapjv`` (Jonker-Volgenant) per matrix, on the CPU;
     faster than scipy's from m ~ 20 on (2.7x at m = 55), slower below (bench/README.md)."""
-    import lap
-
     c = cost.detach().cpu().numpy().astype(np.float64, copy=False)
     cols = np.stack([lap.lapjv(ci, extend_cost=False)[1] for ci in c])
     return torch.as_tensor(cols, dtype=torch.long, device=cost.device)
@@ -176,6 +175,7 @@ def _torch_linear_assignment(cost: Tensor) -> Tensor:
     """``(P, m, m)`` -> ``(P, m)`` by ``torch_linear_assignment.batch_linear_assignment``: one
     batched Triton kernel on CUDA (SciPy's algorithm, so the same optimum), without a copy to
     the host; on CPU the package itself loops over SciPy."""
+    # optional: the `cuda` extra (pyproject), absent from CPU installs
     from torch_linear_assignment import batch_linear_assignment
 
     return batch_linear_assignment(cost.contiguous())

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from eqbg.plots.figures import _empty, _style, _with_method
+from eqbg.plots.style import empty_figure, paper_style, with_method
 
 __all__ = ["cost_plot", "X_COLUMN", "Y_COLUMN"]
 
@@ -23,15 +23,15 @@ def cost_plot(metrics: pd.DataFrame, system: str) -> plt.Figure:
     """Reweighted energy W2 against total energy evaluations, one marker per run (seed)."""
     title = f"{system}: quality against target-energy evaluations"
     if metrics.empty or not {X_COLUMN, Y_COLUMN} <= set(metrics):
-        return _empty(title, "no cost or energy W2 values")
-    df = _with_method(metrics)
+        return empty_figure(title, "no cost or energy W2 values")
+    df = with_method(metrics)
     for column in (X_COLUMN, Y_COLUMN):
         df[column] = pd.to_numeric(df[column], errors="coerce")
     df = df[np.isfinite(df[X_COLUMN]) & np.isfinite(df[Y_COLUMN]) & (df[X_COLUMN] > 0)]
     if df.empty:
-        return _empty(title, "no run with a finite cost and energy W2")
+        return empty_figure(title, "no run with a finite cost and energy W2")
     df["kind"] = np.where(df["model"] == "mcmc", "MCMC (budget-matched)", "flow")
-    axes_style, context = _style()
+    axes_style, context = paper_style()
     with axes_style, context:
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         sns.scatterplot(data=df, x=X_COLUMN, y=Y_COLUMN, hue="method", style="kind",

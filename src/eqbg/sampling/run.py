@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from eqbg import io
-from eqbg.flows.registry import load_flow
+from eqbg.rundir import load_flow
 from eqbg.sampling.settings import SamplingSettings
 from eqbg.settings import SettingsError, resolve, resolve_device
 

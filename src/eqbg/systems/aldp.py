@@ -28,6 +28,9 @@ Context; smaller batches use one in-process Context, since a pool round trip cos
 Contexts are created once and reused. Pools are shared between instances, started lazily with
 the ``fork`` start method (override: ``start_method=`` or ``EQBG_MP_START_METHOD``), and
 terminated at interpreter exit or by :func:`shutdown_pools`.
+
+OpenMM and mdtraj are imported inside the functions that use them: they are heavy imports,
+and every other system's run imports the system registry without them.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from eqbg.io import atomic_path
 from eqbg.systems.base import System
+from eqbg.systems.dihedrals import phi_psi
 
 if TYPE_CHECKING:
     import mdtraj
@@ -411,8 +416,6 @@ class AlanineDipeptide(System):
         """Backbone dihedrals ``(phi, psi)`` of ``x: (B, 22, 3)`` nm, each ``(B,)`` float64 in
         radians in ``(-pi, pi]`` (mdtraj's ``compute_phi``/``compute_psi``; phi = C(ACE)-N-CA-C,
         psi = N-CA-C-N(NME), atoms :data:`PHI_ATOMS`, :data:`PSI_ATOMS`)."""
-        from eqbg.evaluation.dihedrals import phi_psi
-
         return phi_psi(x, self._mdtraj_topology)
 
     def map_to_l(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -605,8 +608,6 @@ def build_minimised_structure(phi: float = -80.0, psi: float = 150.0) -> np.ndar
 def write_structure(path: str | os.PathLike[str], phi: float = -80.0, psi: float = 150.0) -> None:
     """Build, minimise, check L-chirality and write the PDB atomically."""
     from openmm import app, unit
-
-    from eqbg.io import atomic_path
 
     pos = build_minimised_structure(phi, psi)
     if not chirality_volume(pos) > 0:  # never ship D-alanine (same energy, wrong molecule)

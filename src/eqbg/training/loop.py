@@ -8,7 +8,7 @@ Files in ``run_dir``:
 * ``checkpoint.pt`` — the training state (model, optimiser, schedule, EMA, loss state, RNGs,
   data order, curve, best weights), tagged with the run's result key;
 * ``model.pt`` — the best weights by validation NLL (final weights without validation),
-  self-describing (:func:`eqbg.flows.registry.load_flow` rebuilds the flow from it);
+  self-describing (:func:`eqbg.rundir.load_flow` rebuilds the flow from it);
 * ``train.csv`` — :data:`CSV_COLUMNS`, one row per step.
 
 Interrupting a run (any exception, SIGTERM from a scheduler, Ctrl-C) and calling
@@ -34,10 +34,12 @@ import torch
 from torch import Tensor
 
 from eqbg import io
+from eqbg.data import load_dataset
 from eqbg.flows.base import Flow
 from eqbg.flows.registry import build_flow, model_settings_dict
 from eqbg.losses import build_loss
 from eqbg.settings import asdict, resolve_device, resolve_dtype
+from eqbg.systems import get_system
 from eqbg.training.augmentation import augment_batch
 from eqbg.training.gradients import GradientControl, StepDecision
 from eqbg.training.settings import TrainingSettings, resolve_run_settings
@@ -102,8 +104,6 @@ def _val_nll(flow: Flow, x: Tensor, ts: TrainingSettings, gen: torch.Generator) 
 
 
 def _load_split(data_dir: Path, split: str, system: Any) -> Tensor:
-    from eqbg.data import load_dataset
-
     return load_dataset(Path(data_dir) / f"{split}.npz", system=system, split=split)
 
 
@@ -158,8 +158,6 @@ def train_run(
     Raises:
         TrainingDivergedError: the loss or gradient norm became NaN/inf (message names the step).
     """
-    from eqbg.systems import get_system
-
     run_dir = Path(run_dir)
     rs = resolve_run_settings(settings)
     ts: TrainingSettings = rs["training"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eqbg.flows.solver import ODESettings, ODESolver
+from eqbg.sampling.ais import AISSettings
 from eqbg.settings import SettingsError, asdict, resolve, resolve_device, resolve_dtype
 
 __all__ = ["TrainingSettings", "resolve_run_settings"]
@@ -164,10 +165,8 @@ class TrainingSettings:
         resolve_device(self.device)
 
     @property
-    def ais_settings(self) -> "AISSettings":
+    def ais_settings(self) -> AISSettings:
         """Annealed importance sampling of FAB training."""
-        from eqbg.sampling.ais import AISSettings
-
         return AISSettings(
             n_intermediate=self.ais_n_intermediate, spacing=self.ais_spacing,
             transition=self.ais_transition, n_leapfrog=self.ais_n_leapfrog,
