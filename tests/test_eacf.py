@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from eqbg.evaluation.weights import kish_ess
 from eqbg.flows.augmented import FRAMES, AugmentedCouplingFlow
 from eqbg.flows.augmented.splines import spline_forward, spline_inverse
 from eqbg.flows.divergence import subspace_basis
@@ -293,7 +295,9 @@ def test_pipeline_trains_samples_and_evaluates_eacf_beside_a_cnf(tmp_path):
     metrics = json.loads((results / "runs/dw4/eacf/ml/seed0/metrics.json").read_text())
     assert metrics["log_q_density"] == "estimate" and metrics["log_q_k"] == 1
     assert metrics["nll_density_k"] == 4 and metrics["forward_ess_density_k"] == 1
-    assert 0.0 < metrics["ess"] <= 1.0 and 0.0 < metrics["forward_ess"] <= 1.0
+    with np.load(results / "runs/dw4/eacf/ml/seed0/eval.npz") as arrays:
+        assert metrics["ess"] == kish_ess(arrays["log_w"])[0]
+    assert metrics["forward_ess_ci_low"] <= metrics["forward_ess"] <= metrics["forward_ess_ci_high"]
     assert math.isfinite(metrics["nll"]) and metrics["samples_per_s"] > 0
     cnf = json.loads((results / "runs/dw4/egnn/fm/seed0/metrics.json").read_text())
     assert cnf["log_q_density"] == "exact" and cnf["nll_density_k"] is None

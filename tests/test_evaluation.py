@@ -562,7 +562,9 @@ def test_evaluate_run_on_a_trained_run(tmp_path):
         assert key in on_disk, key
     assert (on_disk["system"], on_disk["model"], on_disk["loss"], on_disk["seed"]) == ("dw4", "egnn", "fm", 0)
     assert on_disk["ess_n"] == 24 and on_disk["nll_n"] == 10 and on_disk["nll_convention"] == "eqbg"
-    assert 0 < on_disk["ess"] <= 1 and math.isfinite(on_disk["nll"])
+    with np.load(run / "eval.npz") as arrays:
+        assert on_disk["ess"] == kish_ess(arrays["log_w"])[0] and arrays["log_w"].shape == (24,)
+        assert on_disk["nll"] == pytest.approx(-arrays["log_q_test"].mean()) and arrays["log_q_test"].shape == (10,)
     assert on_disk["forward_ess_ci_low"] <= on_disk["forward_ess"] <= on_disk["forward_ess_ci_high"]
     assert on_disk["nll_efm"] == pytest.approx(on_disk["nll"] - prior_log_normaliser(6))
     assert on_disk["samples_per_s"] == pytest.approx(info["samples_per_s"])

@@ -420,5 +420,7 @@ def test_tiny_pipeline_through_a_real_slurm_cluster_equals_a_local_run(slurm_clu
         assert _stable(s_metrics) == _stable(l_metrics), run
         assert len(_stable(s_metrics)) > 50  # nearly all of them are compared
     # The SLURM run went on to the tables, figures and report.
-    assert (slurm_dir / "results" / "report.html").stat().st_size > 100_000
+    from test_pipeline import assert_report_embeds_the_figures_and_tables
+
+    assert_report_embeds_the_figures_and_tables((slurm_dir / "results" / "report.html").read_text(), "dw4")
     assert "eqotfm" in (slurm_dir / "results" / "tables" / "dw4" / "summary.md").read_text()

@@ -413,7 +413,7 @@ def test_nan_gradient_guard_names_the_step_and_keeps_the_checkpoint(dw4_data, tm
 
 def test_fixed_step_ml_and_validation_solvers_take_their_steps(dw4_data):
     from eqbg.settings import resolve
-    from eqbg.training.loop import _val_nll
+    from eqbg.training.step import _val_nll
 
     with pytest.raises(SettingsError, match="ml_method.*n_steps"):
         resolve(TrainingSettings, {"ml_method": "rk4"}, "training")

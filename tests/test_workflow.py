@@ -87,12 +87,30 @@ def test_snakefmt_check_passes():
     ],
     ids=["default", "paper", "slurm"],
 )
-def test_dry_run_resolves_the_whole_grid(args):
-    result = snakemake("-n", "--quiet", "rules", *args)
+def test_dry_run_resolves_the_whole_grid(args, tmp_path):
+    """From an empty working directory the dry run schedules one training, sampling and
+    evaluation per run of the grid, one MCMC run per baseline entry, one report."""
+    import re
+
+    from eqbg.baselines.grid import iter_mcmc_runs
+    from eqbg.pipeline import deep_merge, iter_runs
+
+    # in an empty directory, as a user's run: config.yaml, then the preset over it
+    preset = args[args.index("--configfile") + 1] if "--configfile" in args else None
+    others = [a for a in args if a not in ("--configfile", preset)]
+    result = snakemake("-n", "--quiet", "rules", "--snakefile", str(ROOT / "Snakefile"),
+                       "--directory", str(tmp_path), *others,
+                       "--configfile", str(ROOT / "config.yaml"), *([str(ROOT / preset)] if preset else []))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout + result.stderr
-    for rule in ("reference_data", "train", "sample", "evaluate", "html_report"):
-        assert rule in out, f"{rule} missing from the dry run:\n{out}"
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
+    config = default_config()
+    if preset:
+        config = deep_merge(config, yaml.safe_load((ROOT / preset).read_text()))
+    runs, mcmc = list(iter_runs(config)), list(iter_mcmc_runs(config))
+    assert runs and counts["train"] == counts["sample"] == len(runs), out
+    assert counts["evaluate"] == len(runs) and counts.get("mcmc", 0) == len(mcmc), out
+    assert counts["html_report"] == counts["claims"] == 1, out
 
 
 def _schema_properties(name: str) -> set[str]:
@@ -105,7 +123,7 @@ def test_schema_settings_match_the_library_defaults():
     import dataclasses
 
     from eqbg.data.settings import EXACT_DEFAULTS, MCMC_DEFAULTS, MD_DEFAULTS
-    from eqbg.evaluation.run import DEFAULT_SETTINGS
+    from eqbg.evaluation.settings import DEFAULT_SETTINGS
     from eqbg.flows import ODESettings
     from eqbg.flows.registry import MODELS
     from eqbg.sampling import SamplingSettings

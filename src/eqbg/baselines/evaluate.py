@@ -50,7 +50,7 @@ def evaluate_chains(
         system: ``eqbg.systems.System``.
         chains: the kept states (``eqbg.baselines.mcmc.run_budgeted_mcmc``).
         x_test: ``(M, n, d)`` test configurations.
-        settings: evaluation settings (``eqbg.evaluation.run.DEFAULT_SETTINGS`` keys).
+        settings: evaluation settings (``eqbg.evaluation.settings.DEFAULT_SETTINGS`` keys).
 
     Returns:
         ``(metrics, arrays)`` as ``evaluate_samples`` returns them, plus the chain diagnostics,

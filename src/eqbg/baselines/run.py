@@ -33,7 +33,7 @@ from eqbg.baselines.langevin import run_budgeted_md
 from eqbg.baselines.log_z import ais_log_z
 from eqbg.data import load_dataset
 from eqbg.baselines.evaluate import evaluate_chains
-from eqbg.evaluation.run import resolve_settings
+from eqbg.evaluation.settings import resolve_settings
 from eqbg.flows.priors import make_prior
 from eqbg.io import provenance, read_json, save_npz, write_json
 from eqbg.rundir import IDENTITY_KEYS, RunDir

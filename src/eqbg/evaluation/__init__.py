@@ -3,6 +3,8 @@ metrics, alanine-dipeptide observables, and cost (the tables of a run are in :mo
 
 from __future__ import annotations
 
+from eqbg.evaluation.context import EvaluationContext, compute_energies
+from eqbg.evaluation.cost import training_cost
 from eqbg.evaluation.dihedrals import (
     basin_free_energy_difference,
     ramachandran_histogram,
@@ -14,6 +16,7 @@ from eqbg.evaluation.distributions import (
     pairwise_distances,
     wasserstein_1d,
 )
+from eqbg.evaluation.metric import METRICS, MetricSpec, register_metric
 from eqbg.evaluation.nll import (
     NLL_CONVENTIONS,
     NLLConvention,
@@ -24,15 +27,8 @@ from eqbg.evaluation.nll import (
     prior_log_normaliser,
     subset_indices,
 )
-from eqbg.evaluation.run import (
-    DEFAULT_SETTINGS,
-    METRIC_KEYS,
-    compute_energies,
-    evaluate_run,
-    evaluate_samples,
-    resolve_settings,
-    training_cost,
-)
+from eqbg.evaluation.run import METRIC_KEYS, evaluate_run, evaluate_samples
+from eqbg.evaluation.settings import DEFAULT_SETTINGS, resolve_settings
 from eqbg.evaluation.weights import (
     DEFAULT_ENERGY_CAP,
     FailedSamples,
@@ -49,6 +45,10 @@ from eqbg.evaluation.weights import (
 __all__ = [
     "DEFAULT_SETTINGS",
     "METRIC_KEYS",
+    "METRICS",
+    "EvaluationContext",
+    "MetricSpec",
+    "register_metric",
     "compute_energies",
     "evaluate_run",
     "evaluate_samples",

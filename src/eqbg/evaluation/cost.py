@@ -18,7 +18,13 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["COST_PARTS", "DATA_STAGE_COST", "data_stage_cost", "run_cost", "per_effective_sample"]
+import pandas as pd
+
+from eqbg.losses import LOSSES
+
+__all__ = [
+    "COST_PARTS", "DATA_STAGE_COST", "data_stage_cost", "run_cost", "per_effective_sample", "training_cost",
+]
 
 #: where a run's energy evaluations and seconds go, in pipeline order
 COST_PARTS = ("data", "training", "sampling", "refinement")
@@ -123,4 +129,31 @@ def per_effective_sample(record: Mapping[str, float], effective_samples: float) 
         for key, cost in ((f"energy_evals_per_effective_sample_{part}", record[f"cost_energy_evals_{part}"]),
                           (f"cost_per_effective_sample_{part}_time_s", record[f"cost_{part}_time_s"])):
             out[key] = cost / effective_samples if effective_samples > 0 else math.inf
+    return out
+
+
+def training_cost(train_curve: pd.DataFrame | None, loss: str | None) -> dict[str, Any]:
+    """Training time and target-energy evaluations from ``train.csv``.
+
+    ``train_time_s`` is the largest ``wall_time_s`` (the curve records cumulative wall time).
+    ``n_energy_evals_train`` is the last ``n_energy_evals`` entry when the curve records it,
+    else 0 for a registered loss that never evaluates the energy, NaN (unknown) otherwise.
+    """
+    out: dict[str, Any] = {"train_time_s": float("nan"), "train_steps": 0, "final_val_nll": float("nan")}
+    if train_curve is not None and len(train_curve):
+        if "wall_time_s" in train_curve:
+            out["train_time_s"] = float(pd.to_numeric(train_curve["wall_time_s"], errors="coerce").max())
+        if "step" in train_curve:
+            out["train_steps"] = int(pd.to_numeric(train_curve["step"], errors="coerce").max())
+        if "val_nll" in train_curve:
+            val = pd.to_numeric(train_curve["val_nll"], errors="coerce").dropna()
+            if len(val):
+                out["final_val_nll"] = float(val.iloc[-1])
+                out["best_val_nll"] = float(val.min())
+    if train_curve is not None and "n_energy_evals" in train_curve and len(train_curve):
+        out["n_energy_evals_train"] = float(pd.to_numeric(train_curve["n_energy_evals"], errors="coerce").max())
+    elif loss in LOSSES and not LOSSES[loss].cls.needs_energy:
+        out["n_energy_evals_train"] = 0
+    else:
+        out["n_energy_evals_train"] = float("nan")
     return out

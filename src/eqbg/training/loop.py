@@ -32,18 +32,20 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from eqbg import io
-from eqbg.data import load_dataset
 from eqbg.flows.base import Flow
 from eqbg.flows.registry import build_flow, model_settings_dict
-from eqbg.losses import build_loss
+from eqbg.losses import Loss, build_loss
 from eqbg.settings import asdict, resolve_device, resolve_dtype
 from eqbg.systems import get_system
 from eqbg.training.augmentation import augment_batch
-from eqbg.training.gradients import GradientControl, StepDecision
+from eqbg.training.batches import next_batch, shuffle, training_data
+from eqbg.training.gradients import GradientControl
 from eqbg.training.settings import TrainingSettings, resolve_run_settings
 from eqbg.training.state import EMA, TrainingState, read_checkpoint, seed_everything
+from eqbg.training.step import TrainingDivergedError, train_step
 
 __all__ = ["train_run", "TrainingDivergedError", "CSV_COLUMNS", "lr_multiplier"]
 
@@ -55,10 +57,6 @@ CSV_COLUMNS = (
     "step", "loss", "lr", "val_nll", "wall_time_s", "grad_norm", "energy_evals", "n_energy_evals",
     "skipped",
 )
-
-
-class TrainingDivergedError(FloatingPointError):
-    """Loss or gradient became NaN/inf; the last good checkpoint is left untouched."""
 
 
 def lr_multiplier(ts: TrainingSettings) -> Callable[[int], float]:
@@ -93,33 +91,6 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         w.writerow({k: r.get(k, "") for k in CSV_COLUMNS})
     with io.atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
-
-
-def _val_nll(flow: Flow, x: Tensor, ts: TrainingSettings, gen: torch.Generator) -> float:
-    """Mean NLL (nats per configuration) of ``x`` with the validation solver."""
-    lp = flow.log_prob(
-        x, generator=gen, batch_size=ts.val_batch_size, solver=ts.val_solver, exact=ts.val_exact
-    )
-    return float(-lp.double().mean())
-
-
-def _load_split(data_dir: Path, split: str, system: Any) -> Tensor:
-    return load_dataset(Path(data_dir) / f"{split}.npz", system=system, split=split)
-
-
-def _shuffle(state: TrainingState, train_x: Tensor) -> None:
-    """Start a new pass over the training data in a fresh random order."""
-    state.order = torch.randperm(len(train_x), generator=state.generator, device=train_x.device)
-    state.pos = 0
-
-
-def _next_batch(state: TrainingState, train_x: Tensor, batch_size: int) -> Tensor:
-    """The next minibatch of the current pass (a new pass starts when this one is exhausted)."""
-    if state.pos + batch_size > len(train_x):
-        _shuffle(state, train_x)
-    idx = state.order[state.pos : state.pos + batch_size]
-    state.pos += batch_size
-    return train_x[idx]
 
 
 def train_run(
@@ -174,46 +145,12 @@ def train_run(
     dtype = resolve_dtype(ts.dtype)
     seed_everything(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-
-    train_x = None
-    if objective.needs_data:
-        if data_dir is None:
-            raise ValueError(f"loss {loss!r} trains on data, but no data folder was given")
-        train_x = _load_split(Path(data_dir), "train", sys_obj)
-        if ts.n_train is not None:
-            if ts.n_train > len(train_x):
-                raise ValueError(
-                    f"training.n_train={ts.n_train} exceeds the {len(train_x)} training samples"
-                )
-            sub = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
-            train_x = train_x[sub[: ts.n_train]]
-        if ts.batch_size > len(train_x):
-            raise ValueError(
-                f"training.batch_size={ts.batch_size} exceeds the {len(train_x)} training samples"
-            )
-        train_x = train_x.to(device=device, dtype=dtype)
-    val_x = None
-    if ts.val_every > 0:
-        if data_dir is None:
-            raise ValueError("validation (val_every > 0) needs the data folder with val.npz")
-        v = _load_split(Path(data_dir), "val", sys_obj)
-        sel = torch.randperm(len(v), generator=torch.Generator().manual_seed(seed + 1))
-        val_x = v[sel[: ts.val_size]].to(device=device, dtype=dtype)
-
+    train_x, val_x = training_data(loss, objective.needs_data, data_dir, ts, sys_obj, seed, device, dtype)
+    # built after seeding: the initial weights come from the global RNG
     flow = build_flow(sys_obj, model_dict, ode_dict).to(device=device, dtype=dtype)
-    optimizer = _make_optimizer(flow.parameters(), ts)
-    state = TrainingState(
-        flow,
-        optimizer,
-        torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(ts)),
-        objective,
-        gen,
-        EMA(flow, ts.ema_decay) if ts.ema_decay else None,
-        GradientControl(ts.grad_clip_mode, ts.grad_clip, window=ts.grad_window,
-                        clip_factor=ts.grad_clip_factor, skip_factor=ts.grad_skip_factor),
-    )
+    state = _new_state(flow, objective, gen, ts)
     if train_x is not None:
-        _shuffle(state, train_x)
+        shuffle(state, train_x)
 
     identity = {"system": system, "model": model, "loss": loss, "variant": variant, "seed": int(seed)}
     config = {
@@ -229,6 +166,58 @@ def train_run(
     key = {**identity, **config, "training": ts.result_key()}
     key.pop("data_dir")
     ckpt_path = run_dir / "checkpoint.pt"
+    _resume(state, ckpt_path, key, device)
+    io.write_json(run_dir / "config.json", io.provenance(**config, status="running"))
+
+    where = f"{system}/{model}/{loss}, seed {seed}"
+    _train(state, ts, train_x, val_x, sys_obj, run_dir, key, where, callback)
+    model_file = {"system": system, "system_options": sys_opts, "model": model_dict, "ode": ode_dict, "loss": loss}
+    summary = _finish(state, run_dir, model_file, config["n_train"])
+    io.write_json(run_dir / "config.json", io.provenance(**config, status="done", result=summary))
+    return summary
+
+
+def _finish(state: TrainingState, run_dir: Path, model_file: Mapping[str, Any], n_train: int | None) -> dict[str, Any]:
+    """Write ``model.pt`` (the weights to keep with ``model_file``'s fields, which rebuild the
+    flow) and the whole ``train.csv``; return the run's summary."""
+    weights, saved_step, saved_val = state.weights_to_save()
+    with io.atomic_path(run_dir / "model.pt") as tmp:
+        torch.save(
+            {"state_dict": weights, **model_file, "step": saved_step, "val_nll": saved_val,
+             "ema": state.ema is not None},
+            tmp,
+        )
+    _write_csv(run_dir / "train.csv", state.rows)
+    return {
+        "steps_done": state.step,
+        "training_time_s": state.wall_time_s,
+        "best_val_nll": None if state.best_weights is None else state.best_val_nll,
+        "best_step": saved_step,
+        "n_train": n_train,
+        "n_parameters": int(sum(p.numel() for p in state.model.parameters())),
+        "n_energy_evals": int(state.loss.n_energy_evals),
+        "n_skipped_updates": int(state.gradients.n_skipped),
+    }
+
+
+def _new_state(flow: Flow, objective: Loss, gen: torch.Generator, ts: TrainingSettings) -> TrainingState:
+    """A fresh training state: optimiser, schedule, EMA and gradient control from ``ts``."""
+    optimizer = _make_optimizer(flow.parameters(), ts)
+    return TrainingState(
+        flow,
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(ts)),
+        objective,
+        gen,
+        EMA(flow, ts.ema_decay) if ts.ema_decay else None,
+        GradientControl(ts.grad_clip_mode, ts.grad_clip, window=ts.grad_window,
+                        clip_factor=ts.grad_clip_factor, skip_factor=ts.grad_skip_factor),
+    )
+
+
+def _resume(state: TrainingState, ckpt_path: Path, key: Mapping[str, Any], device: torch.device) -> None:
+    """Load the checkpoint written with the same result ``key``; one with another key is moved
+    aside (``checkpoint.stale-<time>.pt``) and the run starts over."""
     ck = read_checkpoint(ckpt_path, device)
     if ck is not None and ck.get("key") != key:
         # Changed settings mean a new run (Snakemake reruns on changed params): start over,
@@ -242,111 +231,33 @@ def train_run(
         ck = None
     if ck is not None:
         state.load_state_dict(ck)
-        log.info("resuming %s from step %d", run_dir, state.step)
-    io.write_json(run_dir / "config.json", io.provenance(**config, status="running"))
+        log.info("resuming %s from step %d", ckpt_path.parent, state.step)
 
-    bar = None
-    if ts.progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=ts.steps, initial=state.step, desc=f"{run_dir}")
+def _train(state: TrainingState, ts: TrainingSettings, train_x: Tensor | None, val_x: Tensor | None,
+           system: Any, run_dir: Path, key: Mapping[str, Any], where: str,
+           callback: Callable[[int, Flow, float], None] | None) -> None:
+    """Steps until ``ts.steps``, checkpointing every ``checkpoint_every`` and at the end."""
+    ckpt_path = run_dir / "checkpoint.pt"
+    bar = tqdm(total=ts.steps, initial=state.step, desc=f"{run_dir}") if ts.progress else None
     wall_before, t_start = state.wall_time_s, time.perf_counter()
-    flow.train()
+    state.model.train()
     while state.step < ts.steps:
-        batch = None if train_x is None else _next_batch(state, train_x, ts.batch_size)
+        batch = None if train_x is None else next_batch(state, train_x, ts.batch_size)
         if batch is not None and ts.augment:
-            batch = augment_batch(batch, sys_obj.atom_types, gen)
-        optimizer.zero_grad(set_to_none=True)
-        evals_before = objective.n_energy_evals
-        value = objective(flow, batch, generator=gen)
-        loss_val = float(value.detach())
-        where = f"at step {state.step + 1} ({system}/{model}/{loss}, seed {seed})"
+            batch = augment_batch(batch, system.atom_types, state.generator)
         last_good = ckpt_path if ckpt_path.exists() else "none"
-        lr = optimizer.param_groups[0]["lr"]
-        control = state.gradients
-        try:
-            if not math.isfinite(loss_val):
-                if not control.skips_nonfinite_loss:
-                    raise TrainingDivergedError(
-                        f"non-finite loss {loss_val} {where}; last good checkpoint: {last_good}"
-                    )
-                control.skip()
-                decision = StepDecision(math.nan, skip=True)
-            else:
-                value.backward()
-                decision = control.apply([p for p in flow.parameters() if p.grad is not None])
-        except FloatingPointError as err:
-            raise TrainingDivergedError(f"{err} {where}; last good checkpoint: {last_good}") from err
-        grad_norm = decision.grad_norm
-        if not decision.skip and not math.isfinite(grad_norm):
-            raise TrainingDivergedError(
-                f"non-finite gradient norm {grad_norm} {where} (loss {loss_val}); last good "
-                f"checkpoint: {last_good}"
-            )
-        if not decision.skip:
-            optimizer.step()
-        state.scheduler.step()
-        if state.ema is not None:
-            state.ema.update(flow)
-        state.step += 1
-        val_nll = None
-        if val_x is not None and (state.step % ts.val_every == 0 or state.step == ts.steps):
-            module = state.eval_model
-            module.eval()
-            val_nll = _val_nll(module, val_x, ts, gen)
-            flow.train()
-            state.record_validation(val_nll)
+        row = train_step(state, batch, ts, val_x,
+                         f"at step {state.step + 1} ({where}); last good checkpoint: {last_good}")
         state.wall_time_s = wall_before + time.perf_counter() - t_start
-        state.rows.append(
-            {
-                "step": state.step,
-                "loss": loss_val,
-                "lr": lr,
-                "val_nll": "" if val_nll is None else val_nll,
-                "wall_time_s": state.wall_time_s,
-                "grad_norm": grad_norm,
-                "energy_evals": objective.n_energy_evals - evals_before,
-                "n_energy_evals": objective.n_energy_evals,
-                "skipped": int(decision.skip),
-            }
-        )
+        state.rows.append({**row, "wall_time_s": state.wall_time_s})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix({"loss": f"{loss_val:.4g}"})
+            bar.set_postfix({"loss": f"{row['loss']:.4g}"})
         if state.step % ts.checkpoint_every == 0 or state.step == ts.steps:
             state.save(ckpt_path, key)
             _write_csv(run_dir / "train.csv", state.rows)
         if callback is not None:
-            callback(state.step, flow, loss_val)
+            callback(state.step, state.model, row["loss"])
     if bar is not None:
         bar.close()
-
-    weights, saved_step, saved_val = state.weights_to_save()
-    with io.atomic_path(run_dir / "model.pt") as tmp:
-        torch.save(
-            {
-                "state_dict": weights,
-                "system": system,
-                "system_options": sys_opts,
-                "model": model_dict,
-                "ode": ode_dict,
-                "loss": loss,
-                "step": saved_step,
-                "val_nll": saved_val,
-                "ema": state.ema is not None,
-            },
-            tmp,
-        )
-    _write_csv(run_dir / "train.csv", state.rows)
-    summary = {
-        "steps_done": state.step,
-        "training_time_s": state.wall_time_s,
-        "best_val_nll": None if state.best_weights is None else state.best_val_nll,
-        "best_step": saved_step,
-        "n_train": config["n_train"],
-        "n_parameters": int(sum(p.numel() for p in flow.parameters())),
-        "n_energy_evals": int(objective.n_energy_evals),
-        "n_skipped_updates": int(state.gradients.n_skipped),
-    }
-    io.write_json(run_dir / "config.json", io.provenance(**config, status="done", result=summary))
-    return summary
