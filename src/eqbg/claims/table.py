@@ -68,7 +68,7 @@ def _describe(r: CheckResult) -> str:
     head = f"{c.system} {c.label or c.metric}: "
     if r.verdict == "not run" and math.isnan(r.value):
         return head + f"not run ({r.how})"
-    if not c.b:
+    if not c.b and not c.b_flows:
         return (head + f"{c.a} {_fmt(r.a_value)} [{_fmt(r.low)}, {_fmt(r.high)}] vs "
                 f"{c.predicate} {_fmt(r.threshold)} {_SYMBOL[r.verdict]}")
     op = "/" if c.predicate == "ratio_at_least" else "−"
