@@ -367,7 +367,7 @@ def test_check_convergence_fails_on_slow_coordinate_disagreement_only_when_asked
 
 
 def test_md_split_blocks_cycle_disjoint_blocks_with_gaps_and_enough_frames():
-    from eqbg.data.dataset import md_split_blocks
+    from eqbg.data.splits import md_split_blocks
 
     sizes = {"train": 1000, "val": 100, "test": 200}
     one = md_split_blocks(sizes, 2, 1, 10)
@@ -386,7 +386,7 @@ def test_md_split_blocks_cycle_disjoint_blocks_with_gaps_and_enough_frames():
 def test_cycled_splits_share_a_slow_excursion_that_contiguous_splits_do_not():
     """One long phi > 0 excursion (the laptop MD's failure) lands in the val and test blocks of
     contiguous splits, but cycled blocks give every split its share of it."""
-    from eqbg.data.dataset import md_split_blocks
+    from eqbg.data.splits import md_split_blocks
     from eqbg.data.diagnostics import slow_fraction_agreement
 
     sizes = {"train": 8000, "val": 1000, "test": 2000}
@@ -464,3 +464,15 @@ def test_run_trajectories_rejects_per_trajectory_inputs_of_the_wrong_length():
 
     with pytest.raises(ValueError, match="3 seeds but 2 systems"):
         run_trajectories(["<a/>", "<b/>"], np.zeros((22, 3)), [1, 2, 3], n_frames=1)
+
+
+def test_every_sampler_a_system_may_name_is_registered():
+    """systems.base lists the names (systems sit below data, so they cannot read the registry);
+    data.samplers registers the samplers: the two hold the same names."""
+    from eqbg.data import sampler_for
+    from eqbg.data.samplers import REFERENCE_SAMPLERS as registered
+    from eqbg.systems import REFERENCE_SAMPLERS as named
+
+    assert set(registered) == set(named)
+    with pytest.raises(ValueError, match="declares no valid reference_sampler"):
+        sampler_for(type("Bare", (), {"name": "bare", "reference_sampler": "hmc"})())
