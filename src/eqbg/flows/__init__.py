@@ -4,7 +4,7 @@ normalizing flow with its divergence estimators, and the model registry
 
 from __future__ import annotations
 
-from .base import DENSITY_KINDS, DensityKind, Flow, FlowSample
+from .base import DENSITY_KINDS, INVARIANCES, DensityKind, Flow, FlowSample
 from .cnf import CNF
 from .divergence import (
     exact_divergence,
@@ -19,6 +19,7 @@ from .solver import ADAPTIVE_METHODS, FIXED_METHODS, ODESettings, ODESolver
 
 __all__ = [
     "DENSITY_KINDS",
+    "INVARIANCES",
     "DensityKind",
     "Flow",
     "FlowSample",

@@ -32,10 +32,18 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DensityKind", "DENSITY_KINDS", "FlowSample", "Flow", "one_pass_sample", "MIN_VALID_LOG_Q", "valid_log_q"]
+__all__ = [
+    "DensityKind", "DENSITY_KINDS", "FlowSample", "Flow", "INVARIANCES", "one_pass_sample", "MIN_VALID_LOG_Q",
+    "valid_log_q",
+]
 
 DensityKind = Literal["exact", "estimate", "stochastic"]
 DENSITY_KINDS: tuple[str, ...] = ("exact", "estimate", "stochastic")
+
+#: Transformations of a configuration a flow may declare its density invariant under
+#: (:attr:`Flow.invariances`): proper rotations, reflections, and permutations of particles of
+#: equal atom type. Translations are implied by :attr:`Flow.com_free`.
+INVARIANCES: tuple[str, ...] = ("rotation", "reflection", "permutation")
 
 
 @dataclass
@@ -127,6 +135,12 @@ class Flow(nn.Module, ABC):
     @abstractmethod
     def com_free(self) -> bool:
         """Whether the density lives on the centre-of-mass-free subspace."""
+
+    @property
+    def invariances(self) -> frozenset[str]:
+        """Which of :data:`INVARIANCES` leave ``log q`` unchanged (none unless a model says so;
+        ``tests/test_model_contract.py`` checks every declared one, and that the others break)."""
+        return frozenset()
 
     @abstractmethod
     def sample(

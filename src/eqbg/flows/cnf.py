@@ -189,6 +189,12 @@ class CNF(Flow):
         return self._com_free
 
     @property
+    def invariances(self) -> frozenset[str]:
+        """Those of the vector field (its ``invariances`` attribute; an equivariant field gives
+        an invariant density from an invariant prior)."""
+        return frozenset(getattr(self.field, "invariances", ()))
+
+    @property
     def closed_form_divergence(self) -> bool:
         """Whether the field gives its divergence in closed form (no per-coordinate passes)."""
         return hasattr(self.field, "forward_and_divergence") or hasattr(self.field, "divergence")

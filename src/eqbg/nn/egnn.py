@@ -117,6 +117,9 @@ class EGNNField(nn.Module):
     ``forward(t, x)``: ``t`` scalar ``()`` or ``(B,)``, ``x`` ``(B, n, d)`` -> ``(B, n, d)``.
     """
 
+    #: E(n)-equivariant and permutation-equivariant: the CNF density is invariant under these
+    invariances = frozenset({"rotation", "reflection", "permutation"})
+
     def __init__(
         self,
         n_particles: int,

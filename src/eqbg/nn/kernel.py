@@ -44,6 +44,9 @@ class KernelField(nn.Module):
         ``forward_and_divergence(t, x) -> ((B, n, d), (B,))``.
     """
 
+    #: E(n)-equivariant and permutation-equivariant: the CNF density is invariant under these
+    invariances = frozenset({"rotation", "reflection", "permutation"})
+
     def __init__(
         self,
         n_particles: int,

@@ -150,6 +150,12 @@ class AugmentedCouplingFlow(Flow):
         return True
 
     @property
+    def invariances(self) -> frozenset[str]:
+        """SE(d) and permutations; E(d) with reflection-invariant frames (``along_vector`` always)."""
+        mirror = self.frame.reflection_invariant or self.frame.name == "along_vector"
+        return frozenset({"rotation", "permutation"} | ({"reflection"} if mirror else set()))
+
+    @property
     def dim(self) -> int:
         """Degrees of freedom of the joint space: ``(n-1) d + n A d``."""
         return (self.n - 1) * self.d + self.n * self.n_aug * self.d
