@@ -5,8 +5,10 @@ where it declares it applies, and a metric registered from outside the package r
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -17,9 +19,11 @@ from eqbg.evaluation.metric import always
 from eqbg.evaluation.settings import resolve_settings
 from eqbg.flows import CoMFreeGaussian
 from eqbg.systems import get_system
-from eqbg.tables import TABLE_METRICS
+from eqbg.tables import TABLE_METRICS, load_published, system_table
+from eqbg.tables.system import table_metrics
 
 SETTINGS = {"bootstrap_reps": 50, "nll_n": 20, "distance_n": 50}
+PUBLISHED = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "published.csv"
 
 
 def _exact_gmm40(n: int = 300) -> tuple:
@@ -109,14 +113,23 @@ def test_registered_metrics_hold_their_values_on_known_cases(case):
         assert metrics["distance_n_flow"] == metrics["distance_n_data"] == SETTINGS["distance_n"]
 
 
-def test_every_table_column_of_one_set_of_samples_comes_from_a_metric():
-    """The per-system table shows no key that no metric declares (except what ``evaluate_run``
-    adds from the run folder: AIS refinement, the umbrella-sampling reference, the cost)."""
+def test_every_table_column_is_labelled_by_the_code_that_computes_it():
+    """The per-system table's columns are the labelled keys: of the registered metrics, the AIS
+    refinement, the umbrella-sampling reference and the cost record (evaluate_run adds those)."""
+    from eqbg.evaluation import metric_labels
+    from eqbg.evaluation.ais import AIS_LABELS
+    from eqbg.evaluation.cost import COST_LABELS
+
     declared = {key for spec in METRICS.values() for key in (*spec.keys, *spec.optional_keys)}
+    registry_labels = {key for spec in METRICS.values() for key in spec.labels}
+    assert registry_labels <= declared
+    assert set(TABLE_METRICS) == set(metric_labels())
+    assert set(TABLE_METRICS) - registry_labels == {*AIS_LABELS, "delta_f_reference", *COST_LABELS}
     cost = run_cost({"ess": 0.5, "ess_n": 10}, None)
-    run_level = {"ess_ais", "delta_f_reference", *cost}  # run_cost adds the per-effective-sample keys
-    missing = {key for key in TABLE_METRICS if key not in declared | run_level}
-    assert missing == set()
+    assert set(COST_LABELS) <= set(cost)  # run_cost writes every labelled cost key
+    with pytest.raises(ValueError, match="labels keys it does not write"):
+        register_metric("mislabelled", lambda ctx: ({}, {}), ("a",), "x", labels={"b": "B"})
+    assert "mislabelled" not in METRICS
 
 
 @pytest.fixture
@@ -126,7 +139,8 @@ def toy_metric():
     def below_zero(ctx: EvaluationContext):
         return {"frac_energy_below_zero": float(np.mean(ctx.u_flow < 0))}, {"below_zero": ctx.u_flow < 0}
 
-    register_metric("below_zero", below_zero, ("frac_energy_below_zero",), "samples with u < 0")
+    register_metric("below_zero", below_zero, ("frac_energy_below_zero",), "samples with u < 0",
+                    labels={"frac_energy_below_zero": "u < 0 (frac.)"})
     yield
     del METRICS["below_zero"]
 
@@ -141,3 +155,7 @@ def test_a_metric_registered_from_outside_reaches_the_evaluation(toy_metric):
     with pytest.raises(ValueError, match="already registered"):
         register_metric("below_zero", lambda ctx: ({}, {}), (), "again")
     assert math.isfinite(metrics["ess"])
+    # ... and, labelled, becomes a column of the per-system table after the built-in ones
+    runs = pd.DataFrame([{**metrics, "system": "dw4", "model": "egnn", "loss": "fm", "variant": None, "seed": 0}])
+    table, _ = system_table(runs, "dw4", load_published(PUBLISHED))
+    assert table.columns[-1] == "u < 0 (frac.)" and list(table_metrics())[-1] == "frac_energy_below_zero"

@@ -23,11 +23,21 @@ import pandas as pd
 from eqbg.losses import LOSSES
 
 __all__ = [
-    "COST_PARTS", "DATA_STAGE_COST", "data_stage_cost", "run_cost", "per_effective_sample", "training_cost",
+    "COST_LABELS", "COST_PARTS", "DATA_STAGE_COST", "data_stage_cost", "run_cost", "per_effective_sample",
+    "training_cost",
 ]
 
 #: where a run's energy evaluations and seconds go, in pipeline order
 COST_PARTS = ("data", "training", "sampling", "refinement")
+
+#: table column labels of the cost record's keys the tables show
+COST_LABELS = {
+    "effective_samples": "eff. samples",
+    "cost_energy_evals_total": "E-evals (all)",
+    "energy_evals_per_effective_sample_sampling": "E-evals/eff. sample (sampling)",
+    "energy_evals_per_effective_sample_total": "E-evals/eff. sample (all)",
+    "cost_per_effective_sample_total_time_s": "s/eff. sample (all)",
+}
 
 
 def _mcmc_cost(d: Mapping[str, Any]) -> float:

@@ -10,7 +10,7 @@ over :data:`METRICS` in registration order, which is the order of ``metrics.json
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,8 @@ class MetricSpec:
     applies: Callable[[EvaluationContext], bool]
     description: str
     optional_keys: tuple[str, ...] = ()  #: keys written only in some cases (said where)
+    #: column labels of the keys the tables show (``eqbg.tables``), e.g. ``{"ess": "ESS (frac.)"}``
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 #: name -> metric, in evaluation order; the only list of metrics of one set of samples
@@ -60,11 +62,16 @@ def register_metric(
     *,
     applies: Callable[[EvaluationContext], bool] = always,
     optional_keys: tuple[str, ...] = (),
+    labels: dict[str, str] | None = None,
 ) -> None:
-    """Add ``name`` to every evaluation where ``applies(ctx)``; evaluated after those before it."""
+    """Add ``name`` to every evaluation where ``applies(ctx)``; evaluated after those before it.
+    ``labels``: table column labels of some of its keys (a labelled key is a table column)."""
     if name in METRICS:
         raise ValueError(f"metric {name!r} is already registered")
-    METRICS[name] = MetricSpec(compute, tuple(keys), applies, description, tuple(optional_keys))
+    unknown = set(labels or {}) - set(keys) - set(optional_keys)
+    if unknown:
+        raise ValueError(f"metric {name!r} labels keys it does not write: {sorted(unknown)}")
+    METRICS[name] = MetricSpec(compute, tuple(keys), applies, description, tuple(optional_keys), dict(labels or {}))
 
 
 def compute_metrics(ctx: EvaluationContext) -> MetricResult:

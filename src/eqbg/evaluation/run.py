@@ -21,9 +21,9 @@ import torch
 
 import eqbg.evaluation.metrics  # noqa: F401  (registers the metrics)
 from eqbg.data import load_dataset
-from eqbg.evaluation.ais import ais_refinement, supports_ais
+from eqbg.evaluation.ais import AIS_LABELS, ais_refinement, supports_ais
 from eqbg.evaluation.context import EvaluationContext, log_q_density
-from eqbg.evaluation.cost import run_cost
+from eqbg.evaluation.cost import COST_LABELS, run_cost
 from eqbg.evaluation.metric import METRICS, always, compute_metrics
 from eqbg.evaluation.paths import integration_subset
 from eqbg.evaluation.settings import REFERENCE_POPULATION_FILE, resolve_settings, split_run_settings
@@ -31,7 +31,7 @@ from eqbg.io import provenance, read_json
 from eqbg.rundir import IDENTITY_KEYS, RunDir, load_flow, run_identifiers
 from eqbg.systems import get_system
 
-__all__ = ["METRIC_KEYS", "evaluate_run", "evaluate_samples"]
+__all__ = ["METRIC_KEYS", "evaluate_run", "evaluate_samples", "metric_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,17 @@ METRIC_KEYS: tuple[str, ...] = (
     "log_q_density", "log_q_k",
     *(key for spec in METRICS.values() if spec.applies is always for key in spec.keys),
 )
+
+#: table column label of the umbrella-sampling reference :func:`evaluate_run` adds
+REFERENCE_LABELS = {"delta_f_reference": "ΔF ref. US (kT)"}
+
+
+def metric_labels() -> dict[str, str]:
+    """Table column labels of every labelled metric: the registry's (in registration order), then
+    what :func:`evaluate_run` adds from the run folder (AIS refinement, reference, cost)."""
+    labels = {key: label for spec in METRICS.values() for key, label in spec.labels.items()}
+    return {**labels, **AIS_LABELS, **REFERENCE_LABELS, **COST_LABELS}
+
 
 #: Arrays in eval.npz (figures regenerate from these without the model).  Always:
 #: ``energy_data``/``energy_flow`` (kT), ``log_w``, ``failed`` (bool), ``ess_bootstrap``,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from eqbg.evaluation.expectation import exact_sample_quadratic_bias
 from eqbg.evaluation.nll import convert_nll
+from eqbg.evaluation.run import metric_labels
 from eqbg.io import atomic_path
 from eqbg.systems import SYSTEM_SPECS, get_system, system_spec
 from eqbg.tables.published import (
@@ -36,53 +37,66 @@ __all__ = [
     "COST_NOTES",
     "EXACT_REFERENCE",
     "FOOTNOTES",
+    "TABLE_COLUMNS",
     "TABLE_METRICS",
     "system_table",
+    "table_metrics",
     "training_size_table",
     "with_reference_rows",
     "write_system_table",
 ]
 
 
-#: Metrics shown in the per-system table, in order, with their column labels.
-TABLE_METRICS: dict[str, str] = {
-    "ess": "ESS (frac.)",
-    "ess_ais": "ESS flow+AIS",
-    "forward_ess": "fwd ESS",
-    "nll": "NLL (eqbg)",
-    "nll_efm": "NLL (EFM conv.)",
-    "energy_w2": "E-W2 (kT)",
-    "energy_w2_reweighted": "E-W2 rew. (kT)",
-    "distance_w2": "dist-W2",
-    "mean_energy_reweighted": "<u> rew. (kT)",
-    "delta_f_reference": "ΔF ref. US (kT)",
-    "delta_f_data": "ΔF MD test (kT)",
-    "delta_f_reweighted": "ΔF rew. (kT)",
-    "ramachandran_kl_flow": "Rama KL",
-    "ramachandran_kl_reweighted": "Rama KL rew.",
-    "phi_kl_reweighted": "φ KL rew.",
-    "psi_kl_reweighted": "ψ KL rew.",
-    "frac_d_chirality_flow": "D-form (frac.)",
-    "log_z_error": "log Z err.",
-    "mode_coverage": "modes reached (frac.)",
-    "mode_coverage_bound": "modes bound (n/modes)",
-    "quadratic_bias_weighted": "bias E[f] rew.",
-    "quadratic_bias_unweighted": "bias E[f]",
-    "quadratic_bias_weighted_fab": "bias E[f] rew. (FAB conv.)",
-    "quadratic_bias_unweighted_fab": "bias E[f] (FAB conv.)",
-    "forward_kl": "fwd KL",
-    "frac_failed": "failed (frac.)",
-    "samples_per_s": "samples/s",
-    "ess_per_s": "eff. samples/s",
-    "nfe": "NFE",
-    "path_length": "path length",
-    "train_time_s": "train time (s)",
-    "effective_samples": "eff. samples",
-    "cost_energy_evals_total": "E-evals (all)",
-    "energy_evals_per_effective_sample_sampling": "E-evals/eff. sample (sampling)",
-    "energy_evals_per_effective_sample_total": "E-evals/eff. sample (all)",
-    "cost_per_effective_sample_total_time_s": "s/eff. sample (all)",
-}
+#: The per-system table's columns, in order; labels come with the metrics
+#: (:func:`eqbg.evaluation.metric_labels`), and a labelled metric not listed here follows these.
+TABLE_COLUMNS: tuple[str, ...] = (
+    "ess",
+    "ess_ais",
+    "forward_ess",
+    "nll",
+    "nll_efm",
+    "energy_w2",
+    "energy_w2_reweighted",
+    "distance_w2",
+    "mean_energy_reweighted",
+    "delta_f_reference",
+    "delta_f_data",
+    "delta_f_reweighted",
+    "ramachandran_kl_flow",
+    "ramachandran_kl_reweighted",
+    "phi_kl_reweighted",
+    "psi_kl_reweighted",
+    "frac_d_chirality_flow",
+    "log_z_error",
+    "mode_coverage",
+    "mode_coverage_bound",
+    "quadratic_bias_weighted",
+    "quadratic_bias_unweighted",
+    "quadratic_bias_weighted_fab",
+    "quadratic_bias_unweighted_fab",
+    "forward_kl",
+    "frac_failed",
+    "samples_per_s",
+    "ess_per_s",
+    "nfe",
+    "path_length",
+    "train_time_s",
+    "effective_samples",
+    "cost_energy_evals_total",
+    "energy_evals_per_effective_sample_sampling",
+    "energy_evals_per_effective_sample_total",
+    "cost_per_effective_sample_total_time_s",
+)
+
+
+def table_metrics() -> dict[str, str]:
+    """``{metric key: column label}`` of the per-system table, in column order."""
+    labels = metric_labels()
+    return {**{key: labels[key] for key in TABLE_COLUMNS}, **labels}
+
+
+#: the columns of the built-in metrics (:func:`table_metrics` also has those registered later)
+TABLE_METRICS: dict[str, str] = table_metrics()
 
 
 COST_NOTES = (
@@ -132,7 +146,8 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
     sub = df[df["system"] == system]
     if sub.empty:
         raise ValueError(f"no runs of system {system!r} in the metrics table")
-    metrics = [m for m in TABLE_METRICS if m in sub and pd.to_numeric(sub[m], errors="coerce").notna().any()]
+    labels = table_metrics()
+    metrics = [m for m in labels if m in sub and pd.to_numeric(sub[m], errors="coerce").notna().any()]
     stats = mean_sem_table(sub, metrics)
     pub = published_for(published, system)
     out = pd.DataFrame({"model": stats["model"], "loss": stats["loss"]})
@@ -142,7 +157,7 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
     # a published row names a variant when it is one (e.g. FAB without buffer)
     pub_variant = with_variant(pub)["variant"]
     for m in metrics:
-        out[TABLE_METRICS[m]] = [
+        out[labels[m]] = [
             mean_sem_cell(r[f"{m}_mean"], r[f"{m}_sem"], r[f"{m}_n"], r["n_seeds"]) for _, r in stats.iterrows()
         ]
         if m in PUBLISHED_COLUMNS:
@@ -156,7 +171,7 @@ def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tupl
                 ]
                 pubcol.append("; ".join(published_value(p, system) for _, p in match.iterrows()))
             if any(pubcol):
-                out[f"published {TABLE_METRICS[m]}"] = pubcol
+                out[f"published {labels[m]}"] = pubcol
     refs = pd.DataFrame(
         {
             "ref": pub["ref"],
