@@ -171,7 +171,7 @@ def main() -> None:
     device = torch.device(args.device)
     start = time.perf_counter()
     print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}")
-    print(f"speedup = plain per-coordinate loop time / method time (value + exact divergence)")
+    print("speedup = plain per-coordinate loop time / method time (value + exact divergence)")
     print(f"{'':26s}{'':20s}{'':16s}  " + " ".join(f"{m:>11s}" for m in METHODS))
     div_rows = [r for s in args.systems for r in bench_divergence(s, SYSTEMS[s], device, args)]
     total = time.perf_counter() - start

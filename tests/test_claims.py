@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eqbg.claims import VERDICTS, Estimate, RunData, combine, estimate, judge, load_claims, write_claims
+from eqbg.claims import VERDICTS, RunData, combine, estimate, judge, load_claims, write_claims
 from eqbg.claims.estimates import SeedData
 from eqbg.claims.spec import Check, RunRef
 from eqbg.claims.verdicts import decide

@@ -68,7 +68,7 @@ def test_data_stage_makes_every_sampler_s_data_with_passing_diagnostics(tmp_path
 
 
 def test_whole_pipeline_ends_with_tables_figures_and_the_html_report(tmp_path):
-    result = run_snakemake(tmp_path, CONFIGS / "tiny.yaml")
+    run_snakemake(tmp_path, CONFIGS / "tiny.yaml")
     results = tmp_path / "results"
     for loss in ("fm", "eqotfm"):
         run = results / "runs" / "dw4" / "egnn" / loss / "seed0"

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eqbg.flows.solver import ODESolver
 from eqbg.losses.base import Loss
 from eqbg.losses.flow_matching import (
     EquivariantOTCoupling,
