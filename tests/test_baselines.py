@@ -130,9 +130,10 @@ def test_cost_record_adds_its_parts_and_divides_by_the_effective_samples():
 
 def test_data_stage_cost_equals_the_evaluations_its_chains_make(monkeypatch, tmp_path):
     import eqbg.data.dataset as dataset
+    import eqbg.data.samplers.mcmc as mcmc_sampler
 
     counted = []
-    real = dataset.metropolis
+    real = mcmc_sampler.metropolis
 
     def counting(energy, x0, **kw):
         def wrapped(x):
@@ -140,7 +141,7 @@ def test_data_stage_cost_equals_the_evaluations_its_chains_make(monkeypatch, tmp
             return energy(x)
         return real(wrapped, x0, **kw)
 
-    monkeypatch.setattr(dataset, "metropolis", counting)
+    monkeypatch.setattr(mcmc_sampler, "metropolis", counting)
     settings = {"n_chains": 8, "burn_in": 200, "thin": 5, "splits": {"train": 64, "val": 16, "test": 16},
                 "check_convergence": False, "conf_temp_samples": 0}
     dataset.make_reference_data("dw4", settings, seed=0, out_dir=tmp_path)
