@@ -114,17 +114,18 @@ def test_registered_metrics_hold_their_values_on_known_cases(case):
 
 
 def test_every_table_column_is_labelled_by_the_code_that_computes_it():
-    """The per-system table's columns are the labelled keys: of the registered metrics, the AIS
-    refinement, the umbrella-sampling reference and the cost record (evaluate_run adds those)."""
+    """The per-system table's columns are the labelled keys: of the samples' metrics and of the
+    run-folder metrics (AIS refinement, the umbrella-sampling reference, the cost record)."""
     from eqbg.evaluation import metric_labels
-    from eqbg.evaluation.ais import AIS_LABELS
     from eqbg.evaluation.cost import COST_LABELS
+    from eqbg.evaluation.run_metrics import RUN_METRICS
 
     declared = {key for spec in METRICS.values() for key in (*spec.keys, *spec.optional_keys)}
     registry_labels = {key for spec in METRICS.values() for key in spec.labels}
     assert registry_labels <= declared
     assert set(TABLE_METRICS) == set(metric_labels())
-    assert set(TABLE_METRICS) - registry_labels == {*AIS_LABELS, "delta_f_reference", *COST_LABELS}
+    run_labels = {key for spec in RUN_METRICS.values() for key in spec.labels}
+    assert set(TABLE_METRICS) - registry_labels == run_labels == {"ess_ais", "delta_f_reference", *COST_LABELS}
     cost = run_cost({"ess": 0.5, "ess_n": 10}, None)
     assert set(COST_LABELS) <= set(cost)  # run_cost writes every labelled cost key
     with pytest.raises(ValueError, match="labels keys it does not write"):

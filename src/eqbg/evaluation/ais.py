@@ -24,10 +24,7 @@ from eqbg.evaluation.weights import kish_ess
 from eqbg.flows.base import Flow
 from eqbg.sampling.ais import AISSettings, AnnealedImportanceSampler
 
-__all__ = ["AIS_DEFAULTS", "AIS_LABELS", "supports_ais", "trained_step_sizes", "ais_refinement"]
-
-#: table column labels of the refinement's metrics
-AIS_LABELS = {"ess_ais": "ESS flow+AIS"}
+__all__ = ["AIS_DEFAULTS", "supports_ais", "trained_step_sizes", "ais_refinement"]
 
 #: evaluation keys of the ``ais`` block (besides AISSettings' own): samples, batch, tuning, seed
 AIS_DEFAULTS: dict[str, Any] = {"n": 1000, "batch_size": 500, "tune_passes": 20, "seed": 0}

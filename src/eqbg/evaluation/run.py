@@ -21,13 +21,11 @@ import torch
 
 import eqbg.evaluation.metrics  # noqa: F401  (registers the metrics)
 from eqbg.data import load_dataset
-from eqbg.evaluation.ais import AIS_LABELS, ais_refinement, supports_ais
 from eqbg.evaluation.context import EvaluationContext, log_q_density
-from eqbg.evaluation.cost import COST_LABELS, run_cost
 from eqbg.evaluation.metric import METRICS, always, compute_metrics
-from eqbg.evaluation.paths import integration_subset
-from eqbg.evaluation.settings import REFERENCE_POPULATION_FILE, resolve_settings, split_run_settings
-from eqbg.io import provenance, read_json
+from eqbg.evaluation.run_metrics import RUN_METRICS, RunContext, compute_run_metrics
+from eqbg.evaluation.settings import resolve_settings, split_run_settings
+from eqbg.io import provenance
 from eqbg.rundir import IDENTITY_KEYS, RunDir, load_flow, run_identifiers
 from eqbg.systems import get_system
 
@@ -47,15 +45,11 @@ METRIC_KEYS: tuple[str, ...] = (
     *(key for spec in METRICS.values() if spec.applies is always for key in spec.keys),
 )
 
-#: table column label of the umbrella-sampling reference :func:`evaluate_run` adds
-REFERENCE_LABELS = {"delta_f_reference": "ΔF ref. US (kT)"}
-
-
 def metric_labels() -> dict[str, str]:
-    """Table column labels of every labelled metric: the registry's (in registration order), then
-    what :func:`evaluate_run` adds from the run folder (AIS refinement, reference, cost)."""
-    labels = {key: label for spec in METRICS.values() for key, label in spec.labels.items()}
-    return {**labels, **AIS_LABELS, **REFERENCE_LABELS, **COST_LABELS}
+    """Table column labels of every labelled metric: of the samples' metrics, then of the
+    run-folder metrics (AIS refinement, reference, cost), each in registration order."""
+    specs = [*METRICS.values(), *RUN_METRICS.values()]
+    return {key: label for spec in specs for key, label in spec.labels.items()}
 
 
 #: Arrays in eval.npz (figures regenerate from these without the model).  Always:
@@ -162,38 +156,8 @@ def evaluate_run(
     metrics, arrays = evaluate_samples(
         sys_obj, samples, x_test, flow=flow, settings=cfg, loss=ident.get("loss"), train_curve=curve
     )
-    if flow is not None and cfg["path_subset_n"]:
-        paths = integration_subset(flow, cfg["path_subset_n"], seed=cfg["nll_seed"])
-        arrays.update(paths)
-        if paths:
-            metrics.update(nfe_subset=float(paths["nfe_subset"].mean()),
-                           path_length_subset=float(paths["path_length_subset"].mean()),
-                           path_subset_n=int(cfg["path_subset_n"]))
-    if cfg["ais"]:
-        if flow is not None and supports_ais(flow):
-            ais_metrics, arrays["log_w_ais"] = ais_refinement(
-                flow, sys_obj.energy, cfg["ais"], checkpoint=run.checkpoint,
-                log_z=getattr(sys_obj, "log_z", None),
-            )
-            metrics.update(ais_metrics)
-        else:
-            metrics["ais_skipped"] = "the flow has no cheap differentiable density (AIS needs a coupling flow)"
-    reference = data_dir / REFERENCE_POPULATION_FILE
-    if "dihedrals" in sys_obj.observables and reference.is_file():
-        # the converged phi > 0 free-energy difference by umbrella sampling (eqbg.data.population):
-        # the laptop MD test data hardly visit phi > 0, so delta_f_data says little
-        pop = read_json(reference)["intervals"]["phi_positive"]
-        metrics.update(delta_f_reference=pop["delta_f_kt"], delta_f_reference_err=pop["delta_f_se"])
-    metrics.update(ident)
-    # smoke-size runs (eqbg.scale) are marked in every table
-    metrics["scale"] = config.get("training", {}).get("scale", "full")
-    # training-set size: the configurations the run trained on, and the n_train it asked for
-    # (None: all of them); the training-set-size study plots NLL against the former
-    metrics["n_train"] = config.get("n_train")
-    metrics["n_train_setting"] = (config.get("training") or {}).get("n_train")
-    metrics["run_dir"] = str(run.root)
-    data_provenance = data_dir / "provenance.json"
-    metrics.update(run_cost(metrics, read_json(data_provenance) if data_provenance.is_file() else None))
+    ctx = RunContext(run, data_dir, sys_obj, flow, cfg, config)
+    compute_run_metrics(ctx, metrics, arrays)
     metrics["provenance"] = provenance(
         stage="evaluate",
         settings=cfg,
