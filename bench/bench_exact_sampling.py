@@ -47,7 +47,6 @@ from eqbg.rundir import load_flow
 from eqbg.io import provenance, write_json
 from eqbg.losses import build_loss
 from eqbg.systems import get_system
-from eqbg.training.settings import TrainingSettings
 
 #: the default config's EGNN fields (config.yaml)
 MODEL = {"dw4": {"name": "egnn", "hidden": 64, "n_layers": 5},
@@ -90,7 +89,7 @@ def trained_flow(name: str, run: str | None, steps: int) -> tuple[CNF, str]:
     torch.manual_seed(0)
     flow = build_flow(system, MODEL[name], ode)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    objective = build_loss("fm", TrainingSettings(sigma=0.01), system)
+    objective = build_loss("fm", system, {"sigma": 0.01})
     for _ in range(steps):
         opt.zero_grad()
         batch = data[torch.randint(0, len(data), (128,), generator=g)]

@@ -26,7 +26,6 @@ from eqbg.systems import get_system
 from eqbg.flows.registry import build_flow
 from eqbg.rundir import load_flow
 from eqbg.losses import build_loss
-from eqbg.training import TrainingSettings
 
 MODEL = {"dw4": {"hidden": 32, "n_layers": 3}, "lj13": {"hidden": 32, "n_layers": 3}}
 
@@ -49,9 +48,9 @@ def _data(system: str, root: Path | None, device: torch.device) -> torch.Tensor:
 def time_losses(system: str, data: torch.Tensor, args, device) -> list[dict]:
     sys_obj = get_system(system)
     rows = []
-    settings = TrainingSettings(ml_atol=1e-4, ml_rtol=1e-4)
+    ml = {"atol": 1e-4, "rtol": 1e-4}
     for loss in args.losses:
-        objective = build_loss(loss, settings, sys_obj)
+        objective = build_loss(loss, sys_obj, ml if loss == "ml" else None, batch_size=args.batch_size)
         torch.manual_seed(0)
         flow = build_flow(sys_obj, MODEL[system], {}).to(device)
         opt = torch.optim.Adam(flow.parameters(), lr=1e-4)

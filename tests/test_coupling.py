@@ -560,18 +560,17 @@ def test_restarted_search_reaches_the_exhaustive_optimum_on_6_particle_pairs(d, 
 
 
 def test_eqot_restarts_setting_reaches_the_coupling():
-    from eqbg.losses.registry import build_loss
+    from eqbg.losses import EquivariantOTSettings, build_loss
     from eqbg.settings import SettingsError
-    from eqbg.training.settings import TrainingSettings
 
-    assert TrainingSettings().eqot_restarts == 3
-    with pytest.raises(SettingsError, match="eqot_restarts"):
-        TrainingSettings(eqot_restarts=-1).validate()
+    assert EquivariantOTSettings().restarts == 3
+    with pytest.raises(SettingsError, match="restarts"):
+        build_loss("eqotfm", None, {"restarts": -1})
 
     class _System:
         atom_types = None
 
-    loss = build_loss("eqotfm", TrainingSettings(eqot_restarts=7), _System())
+    loss = build_loss("eqotfm", _System(), {"restarts": 7})
     assert loss.coupling.restarts == 7
 
 
@@ -582,15 +581,13 @@ def test_aldp_equivariant_ot_relabels_only_equivalent_atoms_and_keeps_openmm_ene
     so every coupled configuration has exactly the energy of a data configuration."""
     from eqbg.losses import LOSSES
     from eqbg.systems import get_system
-    from eqbg.training.settings import TrainingSettings
-
     system = get_system("aldp", n_workers=1)
     gen = torch.Generator().manual_seed(3)
     x1 = system.positions[None].double() + 0.004 * torch.randn(16, 22, 3, generator=gen, dtype=torch.float64)
     x1 = x1 - x1.mean(dim=1, keepdim=True)
     x0 = 0.2 * torch.randn(16, 22, 3, generator=gen, dtype=torch.float64)
     x0 = x0 - x0.mean(dim=1, keepdim=True)
-    loss = LOSSES["eqotfm"].build(TrainingSettings(), system)
+    loss = LOSSES["eqotfm"].build(LOSSES["eqotfm"].settings(), system, 16)
     aligned = loss.coupling(x0, x1)
     u_data = np.sort(system.energy(x1).numpy())
     u_aligned = np.sort(system.energy(aligned).numpy())

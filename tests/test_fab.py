@@ -16,7 +16,6 @@ from eqbg.losses.fab import FlowAnnealedBootstrap
 from eqbg.losses.replay_buffer import PrioritisedReplayBuffer
 from eqbg.sampling.ais import AISSettings
 from eqbg.systems import get_system
-from eqbg.training import TrainingSettings
 
 
 def _realnvp(system: str = "gmm40", seed: int = 0, perturb: float = 0.0, **kw):
@@ -121,9 +120,8 @@ def test_fab_with_buffer_counts_energy_evaluations_and_resumes_exactly():
     """Target evaluations = (1 + L M) B per AIS pass: the initial fill (min_length / B passes)
     and one pass per n_updates steps (check 10's counter). A loss restored from its state_dict
     continues bit for bit."""
-    ts = TrainingSettings(batch_size=16, fab_buffer_batches=8, fab_buffer_min_batches=4,
-                          fab_updates_per_ais=2, ais_n_intermediate=2, ais_n_leapfrog=3,
-                          ais_step_size=0.5, dtype="float64", device="cpu")
+    fab = {"buffer_batches": 8, "buffer_min_batches": 4, "updates_per_ais": 2,
+           "ais": {"n_intermediate": 2, "n_leapfrog": 3, "step_size": 0.5}}
     system = get_system("gmm40")
 
     def steps(loss, flow, gen, n):
@@ -138,7 +136,7 @@ def test_fab_with_buffer_counts_energy_evaluations_and_resumes_exactly():
         return values
 
     flow = _realnvp(prior_scale=10.0)
-    loss = build_loss("fab", ts, system)
+    loss = build_loss("fab", system, fab, batch_size=16)
     gen = torch.Generator().manual_seed(5)
     steps(loss, flow, gen, 3)
     per_pass = (1 + 3 * 2) * 16
@@ -146,7 +144,7 @@ def test_fab_with_buffer_counts_energy_evaluations_and_resumes_exactly():
     # resume: copy flow, loss and RNG state mid-iteration, continue both
     flow_b = _realnvp(prior_scale=10.0)
     flow_b.load_state_dict(flow.state_dict())
-    loss_b = build_loss("fab", ts, system)
+    loss_b = build_loss("fab", system, fab, batch_size=16)
     loss_b.load_state_dict(loss.state_dict())
     gen_b = torch.Generator().manual_seed(0)
     gen_b.set_state(gen.get_state())
@@ -176,14 +174,13 @@ def test_fab_keeps_more_gmm40_modes_than_reverse_kl():
     its buffer keeps nearly all 40 modes while reverse KL, mode-seeking, drops many (measured:
     40 vs 13-14 after 800 steps)."""
     system = get_system("gmm40")
-    ts = TrainingSettings(batch_size=128, fab_buffer_batches=100, fab_buffer_min_batches=10,
-                          fab_updates_per_ais=4, ais_n_intermediate=1, ais_transition="metropolis",
-                          ais_step_size=5.0, dtype="float64", device="cpu")
+    fab = {"buffer_batches": 100, "buffer_min_batches": 10, "updates_per_ais": 4,
+           "ais": {"n_intermediate": 1, "transition": "metropolis", "step_size": 5.0}}
     reached = {}
     for name in ("fab", "kl"):
         torch.manual_seed(0)
         flow = build_flow(system, {"name": "realnvp", "n_layers": 6, "hidden": 64, "prior_scale": 20.0}).double()
-        loss = build_loss(name, ts, system)
+        loss = build_loss(name, system, fab if name == "fab" else None, batch_size=128)
         opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(0)
         for _ in range(300):
@@ -295,10 +292,9 @@ def test_fab_ignores_failed_points_in_loss_and_gradient(buffer):
     its gradient stay finite (they gave NaN / inf gradients and stopped GMM-40 runs)."""
     flow = _realnvp(perturb=0.1)
     system = get_system("gmm40")
-    ts = TrainingSettings(batch_size=8, fab_buffer=buffer, fab_buffer_batches=2, fab_buffer_min_batches=1,
-                          fab_updates_per_ais=1, ais_n_intermediate=1, ais_transition="metropolis",
-                          dtype="float64", device="cpu")
-    loss = build_loss("fab", ts, system)
+    fab = {"buffer": buffer, "buffer_batches": 2, "buffer_min_batches": 1, "updates_per_ais": 1,
+           "ais": {"n_intermediate": 1, "transition": "metropolis"}}
+    loss = build_loss("fab", system, fab, batch_size=8)
     far = torch.full((1, 1, 2), 1e6, dtype=torch.float64)
     original = loss.ais.run
 
@@ -407,9 +403,8 @@ def test_fab_trains_the_augmented_flows_auxiliary_loss(buffer):
     weight-0 gradient plus the penalty's gradient at the points the loss evaluated (it was
     bit-identical to the weight-0 gradient)."""
     system = get_system("lj13")
-    ts = TrainingSettings(batch_size=6, fab_buffer=buffer, fab_buffer_batches=2, fab_buffer_min_batches=1,
-                          fab_updates_per_ais=1, ais_n_intermediate=1, ais_step_size=0.05,
-                          dtype="float64", device="cpu")
+    fab = {"buffer": buffer, "buffer_batches": 2, "buffer_min_batches": 1, "updates_per_ais": 1,
+           "ais": {"n_intermediate": 1, "step_size": 0.05}}
     grads, seen = {}, {}
     for aux in (0.0, 2.0):
         flow = _small_eacf_lj13(aux)
@@ -420,7 +415,7 @@ def test_fab_trains_the_augmented_flows_auxiliary_loss(buffer):
             return evaluate(z)
 
         flow.state_log_prob = recording
-        loss = build_loss("fab", ts, system)
+        loss = build_loss("fab", system, fab, batch_size=6)
         loss(flow, None, generator=torch.Generator().manual_seed(3)).backward()
         grads[aux] = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in flow.parameters()]
     flow.zero_grad()

@@ -395,7 +395,6 @@ def test_rk4_log_q_within_documented_tolerance_of_dopri5_on_trained_dw4_flow() -
     from eqbg.flows.registry import build_flow
     from eqbg.losses import build_loss
     from eqbg.systems import get_system
-    from eqbg.training.settings import TrainingSettings
 
     g = torch.Generator().manual_seed(0)
     x = _dw4_metropolis(256, g)
@@ -404,7 +403,7 @@ def test_rk4_log_q_within_documented_tolerance_of_dopri5_on_trained_dw4_flow() -
     dw4 = get_system("dw4")
     flow = build_flow(dw4, {"hidden": 32, "n_layers": 2}, {})
     opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
-    objective = build_loss("fm", TrainingSettings(sigma=0.01), dw4)
+    objective = build_loss("fm", dw4, {"sigma": 0.01})
     for _ in range(600):
         opt.zero_grad()
         objective(flow, train[torch.randint(0, len(train), (64,), generator=g)], generator=g).backward()

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from eqbg.config.check import ConfigError, check_schema
 
 from eqbg.pipeline import (
     Run,
@@ -30,7 +29,6 @@ from eqbg.pipeline import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
@@ -150,7 +148,7 @@ def test_run_settings_model_holds_only_the_run_s_model_and_device_and_options_ar
     s = run_settings(config, Run("dw4", "egnn", "fm", 0))
     assert s["model"] == {"hidden": 16, "n_layers": 2}
     assert s["system_options"] == {} and s["device"] == "cpu"
-    assert set(s) == {"model", "train", "ode", "sample", "evaluate", "system_options", "device"}
+    assert s["loss"] == {} and set(s) == {"model", "loss", "train", "ode", "sample", "evaluate", "system_options", "device"}
     assert run_settings(make_config(device="cuda"), Run("dw4", "egnn", "fm", 0))["device"] == "cuda"
     del config["device"]
     assert run_settings(config, Run("dw4", "egnn", "fm", 0))["device"] == "cpu"
@@ -285,6 +283,7 @@ def test_each_rule_gets_only_its_own_sections():
         "system_options": {"a": 0.9},
         "settings": {
             "model": {"hidden": 16, "n_layers": 2},
+            "loss": {},
             "ode": {"method": "dopri5", "atol": 1.0e-4},
             "training": {"device": "cpu", "steps": 100, "lr": 1.0e-3, "val_every": 50, "n_train": 64},
         },
@@ -412,7 +411,7 @@ def variant_config() -> dict:
 
 
 def test_schema_accepts_variants_and_overrides_matching_them():
-    validate(variant_config(), str(SCHEMA))
+    check_schema(variant_config())
 
 
 @pytest.mark.parametrize("name", ["N64", "n/64", "-n64", ""])
@@ -423,8 +422,8 @@ def test_schema_rejects_a_bad_variant_name_naming_it(name, where):
         config["grid"][-1]["variants"] = ["n128", name]
     else:
         config["overrides"][0]["when"]["variant"] = name
-    with pytest.raises(WorkflowError) as err:
-        validate(config, str(SCHEMA))
+    with pytest.raises(ConfigError) as err:
+        check_schema(config)
     assert f"'{name}'" in str(err.value), str(err.value)
 
 
@@ -504,28 +503,19 @@ def test_canonical_params_sort_every_mapping_and_keep_values():
     assert list(canonical(a)) == ["a", "b"] and list(canonical(a)["b"]["x"][0]) == ["p", "q"]
 
 
-@pytest.mark.parametrize("preset", [None, "paper.yaml", "training_size.yaml"])
+@pytest.mark.parametrize("preset", [None, "paper.yaml", "training_size.yaml", "eqot.yaml"])
 def test_every_run_of_the_config_and_presets_resolves_its_settings(preset):
-    """A dry run does not validate a run's settings (the library does, when the job starts): an
-    override whose `model:` section matches models it was not written for, or a bad key, would
-    only fail hours into a cluster run. Resolve every run's model, training, ODE and sampling
-    settings here (the device forced to cpu: presets ask for CUDA)."""
-    from eqbg.flows.registry import resolve_model_settings
-    from eqbg.pipeline import iter_runs, sample_params, train_params
-    from eqbg.sampling import SamplingSettings
-    from eqbg.settings import resolve
-    from eqbg.training import resolve_run_settings
+    """The workflow resolves every run's model, loss, training, ODE, sampling and evaluation
+    settings when it is parsed (eqbg.config.check), so a bad key fails before any job: the
+    config and each preset pass, and one override that reaches a run it was not written for
+    fails naming that run and the component."""
+    from eqbg.config.check import check_config
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     if preset:
         config = deep_merge(config, yaml.safe_load((ROOT / "workflow" / "presets" / preset).read_text()))
-    runs = list(iter_runs(config))
-    assert runs
-    for run in runs:
-        settings = train_params(config, run)["settings"]
-        settings["training"]["device"] = "cpu"
-        resolve_run_settings(settings)
-        resolve_model_settings(settings["model"], run.model)
-        sample = {k: v for k, v in sample_params(config, run)["settings"].items()}
-        sample["device"] = "cpu"
-        resolve(SamplingSettings, sample, f"sampling of {run.path}")
+    check_config(copy.deepcopy(config))
+    # the EACF's block count, written for every DW4 run: the EGNN runs on DW4 have no such key
+    config["overrides"].append({"when": {"system": "dw4"}, "model": {"n_blocks": 2}})
+    with pytest.raises(ConfigError, match=r"run dw4/egnn/\S+: unknown model\[egnn\] setting\(s\) \['n_blocks'\]"):
+        check_config(config)

@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "eqbg"
 LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(layer.split())
     for layer in (
-        "io settings geometry",  # files, settings errors and devices, CoM-free geometry
+        "io settings geometry plugins",  # files, settings, CoM-free geometry; plugin imports
         "nn systems",  # networks; targets
         "flows",  # the Flow protocol, priors, solvers, models
         "ot rundir",  # couplings; a run's directory and its flow
@@ -24,17 +24,9 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "pipeline training",  # the config's grid of runs; the training loop
         "evaluation",  # metrics of one run
         "baselines tables plots",  # budget-matched MCMC; tables and figures of a pipeline run
-        "claims",  # the papers' findings, judged from the tables' metrics
+        "claims config",  # the papers' findings; the config's generated schema and checks
     )
 )
-
-#: Imports only a type checker follows (``if TYPE_CHECKING:``), allowed to point up, with why.
-TYPE_ONLY_UPWARD = {
-    # build_loss reads a few training settings (steps, batch size); the loss layer must not
-    # depend on the training loop at run time.
-    ("losses", "training"),
-}
-
 
 def _package(module: str) -> str:
     """``eqbg.flows.cnf`` -> ``flows``; ``eqbg.io`` -> ``io``."""
@@ -95,15 +87,9 @@ def test_imports_point_down_the_layers():
     upward = sorted(
         f"{module} imports eqbg.{target} ({src} is layer {_layer(src)}, {target} {_layer(target)})"
         for src, target, type_only, module in _edges()
-        if _layer(target) >= _layer(src) and not (type_only and (src, target) in TYPE_ONLY_UPWARD)
+        if _layer(target) >= _layer(src)
     )
     assert upward == []
-
-
-def test_type_only_exceptions_are_still_needed():
-    """An exception nobody uses any more is removed, not kept as a silent allowance."""
-    used = {(src, target) for src, target, type_only, _ in _edges() if type_only}
-    assert TYPE_ONLY_UPWARD <= used
 
 
 @pytest.mark.parametrize("source", ["import eqbg.tables", "from eqbg.claims import table"])

@@ -12,20 +12,18 @@ import torch
 
 from eqbg.flows.registry import build_flow
 from eqbg.losses import LOSSES, build_loss
-from eqbg.settings import resolve
 from eqbg.systems import get_system
-from eqbg.training import TrainingSettings
 
 #: per registered loss: a system, a model it trains there (small) and training settings
 _CNF = ("dw4", {"name": "egnn", "hidden": 8, "n_layers": 1})
 _COUPLING = ("gmm40", {"name": "realnvp", "n_layers": 2, "hidden": 8})
 CASES: dict[str, tuple[tuple[str, dict], dict]] = {
-    "ml": (_CNF, {"ml_method": "rk4", "ml_n_steps": 4}),
+    "ml": (_CNF, {"method": "rk4", "n_steps": 4}),
     "fm": (_CNF, {}),
     "otfm": (_CNF, {}),
     "eqotfm": (_CNF, {}),
     "kl": (_COUPLING, {}),
-    "fab": (_COUPLING, {"fab_buffer_batches": 4, "fab_buffer_min_batches": 2, "fab_updates_per_ais": 2}),
+    "fab": (_COUPLING, {"buffer_batches": 4, "buffer_min_batches": 2, "updates_per_ais": 2}),
 }
 BATCH = 8
 
@@ -35,9 +33,8 @@ def test_every_registered_loss_has_a_contract_case():
 
 
 def _setup(name: str):
-    (system_name, model), extra = CASES[name]
+    (system_name, model), settings = CASES[name]
     system = get_system(system_name)
-    ts = resolve(TrainingSettings, {"batch_size": BATCH, "dtype": "float64", **extra}, "training")
     torch.manual_seed(0)
     flow = build_flow(system, model, {"method": "rk4", "n_steps": 4}).double()
     data = system.sample(BATCH, generator=torch.Generator().manual_seed(1)).double() if hasattr(
@@ -46,7 +43,7 @@ def _setup(name: str):
         x = torch.randn(BATCH, system.n_particles, system.spatial_dim, generator=torch.Generator().manual_seed(1),
                         dtype=torch.float64)
         data = x - x.mean(dim=1, keepdim=True)
-    return system, ts, flow, data
+    return system, settings, flow, data
 
 
 def _step(loss, flow, data, gen) -> float:
@@ -59,7 +56,7 @@ def _step(loss, flow, data, gen) -> float:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_value_is_finite_differentiable_and_counts_its_energy_calls(name):
     system, ts, flow, data = _setup(name)
-    loss = build_loss(name, ts, system)
+    loss = build_loss(name, system, ts, batch_size=BATCH)
     assert loss.needs_data == LOSSES[name].cls.needs_data
     value = _step(loss, flow, data, torch.Generator().manual_seed(2))
     grads = [p.grad for p in flow.parameters() if p.grad is not None]
@@ -71,11 +68,11 @@ def test_value_is_finite_differentiable_and_counts_its_energy_calls(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_state_round_trip_continues_exactly(name):
     system, ts, flow, data = _setup(name)
-    loss = build_loss(name, ts, system)
+    loss = build_loss(name, system, ts, batch_size=BATCH)
     gen = torch.Generator().manual_seed(3)
     for _ in range(3):
         _step(loss, flow, data, gen)
-    resumed = build_loss(name, ts, system)
+    resumed = build_loss(name, system, ts, batch_size=BATCH)
     resumed.load_state_dict(loss.state_dict())
     assert resumed.n_energy_evals == loss.n_energy_evals
     state = gen.get_state()
@@ -85,4 +82,4 @@ def test_state_round_trip_continues_exactly(name):
     assert again == original and resumed.n_energy_evals == loss.n_energy_evals
     if name == "fab":  # the replay buffer is the state that matters: a fresh loss differs
         gen.set_state(state)
-        assert [_step(build_loss(name, ts, system), flow, data, gen) for _ in range(3)] != original
+        assert [_step(build_loss(name, system, ts, batch_size=BATCH), flow, data, gen) for _ in range(3)] != original

@@ -57,8 +57,12 @@ def test_smoke_on_cuda_shrinks_sizes_and_keeps_models_dtypes_solvers_and_losses(
     for run in runs:
         f, s = run_settings(full, run), run_settings(smoke, run)
         assert s["model"] == f["model"] and s["ode"] == f["ode"]
-        for key in ("dtype", "lr", "ml_method", "ml_atol", "val_exact", "ais_transition", "ais_spacing"):
+        for key in ("dtype", "lr", "val_exact", "val_solver"):
             assert s["train"].get(key) == f["train"].get(key), (run, key)
+        for key in ("method", "atol", "sigma", "restarts"):
+            assert s["loss"].get(key) == f["loss"].get(key), (run, key)
+        for key in ("transition", "spacing"):
+            assert s["loss"].get("ais", {}).get(key) == f["loss"].get("ais", {}).get(key), (run, key)
         assert s["train"]["steps"] == 2 and s["train"]["batch_size"] <= 16
         assert s["train"]["scale"] == "smoke" and s["device"] == "cuda"
         assert sample_params(smoke, run)["n_samples"] == 8
@@ -70,12 +74,15 @@ def test_smoke_on_cuda_shrinks_sizes_and_keeps_models_dtypes_solvers_and_losses(
         if f["evaluate"].get("ais"):
             assert evaluate["ais"]["n"] == 8 and evaluate["ais"]["n_intermediate"] == 1
             assert evaluate["ais"].get("transition") == f["evaluate"]["ais"].get("transition")
-        assert s["train"]["ais_n_intermediate"] == 1 and s["train"]["ais_n_leapfrog"] <= 2
+        if run.loss == "fab":
+            assert s["loss"]["ais"]["n_intermediate"] == 1 and s["loss"]["ais"]["n_leapfrog"] <= 2
+        else:  # FAB's caps reach FAB only
+            assert s["loss"] == f["loss"], run
         # the settings still resolve (no key the training code does not know)
-        resolve_run_settings({"model": s["model"], "ode": s["ode"], "training": s["train"]})
+        resolve_run_settings({"model": s["model"], "loss": s["loss"], "ode": s["ode"], "training": s["train"]}, run.loss)
     # FAB's buffer is filled with two batches instead of the paper's 64
-    fab = run_settings(smoke, eacf_lj13)["train"]
-    assert (fab["fab_buffer_min_batches"], fab["fab_buffer_batches"]) == (2, 4)
+    fab = run_settings(smoke, eacf_lj13)["loss"]
+    assert (fab["buffer_min_batches"], fab["buffer_batches"], fab["updates_per_ais"]) == (2, 4, 2)
 
 
 def test_smoke_on_the_cpu_integrates_every_ode_at_its_smallest():
@@ -89,8 +96,11 @@ def test_smoke_on_the_cpu_integrates_every_ode_at_its_smallest():
         assert s["model"] == f["model"] and s["device"] == "cpu"
         assert s["train"].get("dtype") == f["train"].get("dtype")
         assert {k: s["ode"][k] for k in SMOKE_CPU_SOLVER} == SMOKE_CPU_SOLVER
-        assert (s["train"]["val_method"], s["train"]["val_n_steps"], s["train"]["val_exact"]) == ("euler", 1, False)
-        assert (s["train"]["ml_method"], s["train"]["ml_n_steps"]) == ("euler", 1)
+        assert (s["train"]["val_solver"]["method"], s["train"]["val_solver"]["n_steps"], s["train"]["val_exact"]) == ("euler", 1, False)
+        if run.loss == "ml":  # the loss that integrates
+            assert (s["loss"]["method"], s["loss"]["n_steps"]) == ("euler", 1)
+        else:
+            assert "method" not in s["loss"], run
         sample = sample_params(smoke, run)
         assert {k: sample["settings"][k] for k in SMOKE_CPU_SOLVER} == SMOKE_CPU_SOLVER
         assert sample["settings"].get("exact", True) is True  # importance weights need exact log q
@@ -99,7 +109,7 @@ def test_smoke_on_the_cpu_integrates_every_ode_at_its_smallest():
         # exact-likelihood samples and test points in proportion to the dimension (at least 2)
         expected = {"dw4": 8, "gmm40": 8, "manywell32": 8, "lj13": 7, "aldp": 4, "lj55": 2}[run.system]
         assert sample["n_samples"] == expected and evaluate["nll_n"] == expected
-        resolve_run_settings({"model": s["model"], "ode": s["ode"], "training": s["train"]})
+        resolve_run_settings({"model": s["model"], "loss": s["loss"], "ode": s["ode"], "training": s["train"]}, run.loss)
 
 
 def test_smoke_caps_the_training_set_and_the_batch_at_it():
@@ -137,13 +147,12 @@ def test_checkpoints_of_full_runs_keep_their_key():
 
 
 def test_schema_takes_the_scale():
-    from snakemake.utils import validate
+    from eqbg.config.check import ConfigError, check_schema
 
-    schema = ROOT / "workflow" / "schemas" / "config.schema.yaml"
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    validate({**config, "scale": "smoke"}, str(schema))
-    with pytest.raises(Exception, match="tiny"):
-        validate({**config, "scale": "tiny"}, str(schema))
+    check_schema({**config, "scale": "smoke"})
+    with pytest.raises(ConfigError, match="tiny"):
+        check_schema({**config, "scale": "tiny"})
 
 
 def test_smoke_refuses_a_directory_with_full_size_results(tmp_path):

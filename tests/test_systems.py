@@ -606,7 +606,7 @@ def test_shipped_aldp_is_what_the_builder_makes(aldp):
 # capabilities: registry specs, reference samplers, observables, options, exact mean energies
 # --------------------------------------------------------------------------------------------
 
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_ROOT = Path(__file__).resolve().parents[1]
 # constructor arguments the registry fixes per name (they set the shape, hence the name)
 STRUCTURAL = {"n_particles", "spatial_dim", "name", "n_wells"}
 
@@ -685,31 +685,32 @@ def test_name_patterns_partition_the_registry():
         name_pattern("hmc")
 
 
-def _schema() -> dict:
-    import yaml
+def test_schema_system_options_are_each_system_s_own():
+    """``systems.<name>.options`` in the generated schema allows exactly the options that
+    system's get_system takes (not the union over systems)."""
+    from eqbg.config import config_schema
 
-    return yaml.safe_load(SCHEMA.read_text())
-
-
-def test_schema_system_options_are_the_registered_options():
-    """``systems.<name>.options`` in the schema allows exactly the options get_system takes."""
-    allowed = set(_schema()["$defs"]["system_entry"]["properties"]["options"]["properties"])
-    assert allowed == {o for n in KNOWN_SYSTEMS for o in system_spec(n).options}
-    assert "r_c" in allowed and "soft_core_radius" not in allowed
+    systems = config_schema()["properties"]["systems"]["properties"]
+    for name in KNOWN_SYSTEMS:
+        assert set(systems[name]["properties"]["options"]["properties"]) == set(system_spec(name).options)
+    assert "r_c" in system_spec("lj13").options and "r_c" not in system_spec("dw4").options
 
 
 def test_lj_soft_core_option_from_a_validated_config():
     import yaml
-    from snakemake.utils import validate
 
+    from eqbg.config.check import ConfigError, check_schema
     from eqbg.pipeline import system_options
 
-    config = yaml.safe_load((SCHEMA.parents[2] / "config.yaml").read_text())
+    config = yaml.safe_load((SCHEMA_ROOT / "config.yaml").read_text())
     config["systems"]["lj13"] = {"options": {"r_c": 0.5, "pair_convention": "unique"}, "data": {}}
-    validate(config, str(SCHEMA))
+    check_schema(config)
     lj = get_system("lj13", **system_options(config, "lj13"))
     assert lj.r_c == 0.5 and lj.pair_convention == "unique"
-    # an option another system takes passes the schema but not get_system, which names it
+    # an option another system takes: the schema refuses it at parse time, get_system too
+    config["systems"]["dw4"]["options"] = {"r_c": 0.5}
+    with pytest.raises(ConfigError, match=r"systems.dw4.options.*'r_c'"):
+        check_schema(config)
     with pytest.raises(ValueError, match=r"bad options \['r_c'\] for system 'dw4'"):
         get_system("dw4", r_c=0.5)
 

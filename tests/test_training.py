@@ -14,7 +14,7 @@ from torch import nn
 from eqbg.flows import CNF, ODESolver, remove_mean
 from eqbg.flows.registry import build_flow
 from eqbg.rundir import load_flow
-from eqbg.losses import build_loss, flow_matching_loss
+from eqbg.losses import build_loss, flow_matching_loss, resolve_loss_settings
 from eqbg.sampling import sample_run
 from eqbg.settings import SettingsError
 from eqbg.systems import get_system
@@ -128,7 +128,7 @@ def test_flow_matching_loss_values_and_couplings():
     field = _ZeroField()
     losses = {}
     for loss in ("fm", "otfm", "eqotfm"):
-        paired = build_loss(loss, TrainingSettings(), dw4).coupling(x0, x1)
+        paired = build_loss(loss, dw4).coupling(x0, x1)
         value = flow_matching_loss(
             field, x0, paired, sigma=0.0, com_free=True, generator=torch.Generator().manual_seed(1)
         )
@@ -152,7 +152,7 @@ def test_fm_losses_finite_and_decreasing(loss, ratio):
     square = torch.tensor([[-2.0, -2.0], [2.0, -2.0], [2.0, 2.0], [-2.0, 2.0]])
     data = remove_mean(square + 0.2 * torch.randn(64, 4, 2, generator=g))
     opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
-    objective = build_loss(loss, TrainingSettings(sigma=0.01), dw4)
+    objective = build_loss(loss, dw4, {"sigma": 0.01})
     values = []
     for _ in range(120):
         opt.zero_grad()
@@ -169,7 +169,7 @@ def test_ml_loss_is_finite_and_differentiable():
     torch.manual_seed(0)
     flow = build_flow(get_system("dw4"), {"hidden": 8, "n_layers": 1}, {})
     x = remove_mean(torch.randn(8, 4, 2))
-    objective = build_loss("ml", TrainingSettings(ml_atol=1e-3, ml_rtol=1e-3), get_system("dw4"))
+    objective = build_loss("ml", get_system("dw4"), {"atol": 1e-3, "rtol": 1e-3})
     value = objective(flow, x, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(value)
     value.backward()
@@ -254,14 +254,14 @@ def test_outputs_and_sample_run(dw4_data, tmp_path):
     from eqbg.io import read_json
 
     settings = _settings(
-        steps=8, checkpoint_every=4, val_every=4, val_size=64, val_atol=1e-3, val_rtol=1e-3
+        steps=8, checkpoint_every=4, val_every=4, val_size=64, val_solver={"atol": 1e-3, "rtol": 1e-3}
     )
     summary = train_run("dw4", "egnn", "otfm", 1, settings, dw4_data, tmp_path)
     assert summary["steps_done"] == 8 and summary["training_time_s"] > 0
     cfg = read_json(tmp_path / "config.json")
     assert cfg["status"] == "done" and cfg["loss"] == "otfm" and cfg["seed"] == 1
     assert cfg["model"] == "egnn" and cfg["variant"] is None
-    assert cfg["model_settings"]["hidden"] == 16 and cfg["training"]["sigma"] == 0.01
+    assert cfg["model_settings"]["hidden"] == 16 and cfg["loss_settings"] == {"sigma": 0.01}
     assert "versions" in cfg and "git_commit" in cfg
     rows = list(csv.DictReader(open(tmp_path / "train.csv")))
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 8
@@ -415,20 +415,19 @@ def test_fixed_step_ml_and_validation_solvers_take_their_steps(dw4_data):
     from eqbg.settings import resolve
     from eqbg.training.step import _val_nll
 
-    with pytest.raises(SettingsError, match="ml_method.*n_steps"):
-        resolve(TrainingSettings, {"ml_method": "rk4"}, "training")
-    with pytest.raises(SettingsError, match="val_method.*n_steps"):
-        resolve(TrainingSettings, {"val_method": "euler"}, "training")
-    ts = resolve(
-        TrainingSettings,
-        {"ml_method": "rk4", "ml_n_steps": 3, "val_method": "euler", "val_n_steps": 5},
-        "training",
-    )
+    with pytest.raises(SettingsError, match=r"loss\[ml\].*rk4.*n_steps"):
+        build_loss("ml", get_system("dw4"), {"method": "rk4"})
+    with pytest.raises(SettingsError, match="val_solver.*euler.*n_steps"):
+        resolve(TrainingSettings, {"val_solver": {"method": "euler"}}, "training")
+    ts = resolve(TrainingSettings, {"val_solver": {"method": "euler", "n_steps": 5}}, "training")
+    # the keys given replace the field's defaults, not the solver class's: validation keeps its
+    # loose tolerances when only the method is named
+    assert resolve(TrainingSettings, {"val_solver": {"method": "bosh3"}}, "training").val_solver.atol == 1e-4
     dw4 = get_system("dw4")
     torch.manual_seed(0)
     flow = build_flow(dw4, TINY_MODEL, {})
     x = remove_mean(torch.randn(8, 4, 2))
-    build_loss("ml", ts, dw4)(flow, x, generator=torch.Generator().manual_seed(0))
+    build_loss("ml", dw4, {"method": "rk4", "n_steps": 3})(flow, x, generator=torch.Generator().manual_seed(0))
     assert flow.last_nfe == 4 * 3  # rk4: 4 evaluations per step
     _val_nll(flow, x, ts, torch.Generator().manual_seed(0))
     assert flow.last_nfe == 5
@@ -440,17 +439,17 @@ def test_ml_uses_the_closed_form_divergence_of_the_kernel_flow():
     from eqbg.losses import use_exact_divergence
 
     dw4, lj13 = get_system("dw4"), get_system("lj13")
-    ts = TrainingSettings(ml_atol=1e-6, ml_rtol=1e-6)
+    ml = resolve_loss_settings("ml", {"atol": 1e-6, "rtol": 1e-6})
     torch.manual_seed(0)
     kernel = build_flow(dw4, {"name": "kernel", "n_rbf": 8, "init_scale": 0.3}, {}).double()
     egnn = build_flow(lj13, {"hidden": 8, "n_layers": 1}, {})
     assert use_exact_divergence(kernel, "auto", 0)
-    assert not use_exact_divergence(egnn, "auto", ts.ml_exact_max_dim)  # 36 > 2 dimensions
+    assert not use_exact_divergence(egnn, "auto", ml.exact_max_dim)  # 36 > 2 dimensions
     assert use_exact_divergence(egnn, "exact", 0) and not use_exact_divergence(kernel, "hutchinson", 99)
     x = remove_mean(2.0 * torch.randn(16, 4, 2, dtype=torch.float64))
-    objective = build_loss("ml", ts, dw4)
+    objective = build_loss("ml", dw4, ml)
     values = [float(objective(kernel, x, generator=torch.Generator().manual_seed(s)).detach()) for s in (0, 1)]
-    exact = float(-kernel.log_prob(x, solver=ts.ml_solver).mean())
+    exact = float(-kernel.log_prob(x, solver=ml.solver).mean())
     assert values[0] == values[1] == pytest.approx(exact, abs=1e-9)
 
 
@@ -460,9 +459,9 @@ def test_maximum_likelihood_training_lowers_validation_nll(dw4_data, tmp_path):
         "model": {"name": "kernel", "n_rbf": 16, "r_max": 8.0},
         "training": {
             "steps": 40, "batch_size": 64, "lr": 2e-2, "val_every": 20, "val_size": 128,
-            "checkpoint_every": 40, "ml_atol": 1e-3, "ml_rtol": 1e-3, "progress": False,
-            "device": "cpu",
+            "checkpoint_every": 40, "progress": False, "device": "cpu",
         },
+        "loss": {"atol": 1e-3, "rtol": 1e-3},
     }
     train_run("dw4", "kernel", "ml", 0, settings, dw4_data, tmp_path)
     vals, prior_nll = _val_curve_and_prior_nll(tmp_path, dw4_data, settings)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+
+from eqbg.config.check import ConfigError, check_schema
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
@@ -28,7 +27,7 @@ def default_config() -> dict:
 
 def test_default_config_and_presets_validate():
     for path in [ROOT / "config.yaml", *sorted((ROOT / "workflow" / "presets").glob("*.yaml"))]:
-        validate(yaml.safe_load(path.read_text()), str(SCHEMA))
+        check_schema(yaml.safe_load(path.read_text()))
 
 
 @pytest.mark.parametrize(
@@ -49,8 +48,8 @@ def test_default_config_and_presets_validate():
 def test_schema_rejects_bad_config_naming_the_problem(mutate, message):
     config = default_config()
     mutate(config)
-    with pytest.raises(WorkflowError) as err:
-        validate(config, str(SCHEMA))
+    with pytest.raises(ConfigError) as err:
+        check_schema(config)
     assert message in str(err.value)
 
 
@@ -111,55 +110,6 @@ def test_dry_run_resolves_the_whole_grid(args, tmp_path):
     assert runs and counts["train"] == counts["sample"] == len(runs), out
     assert counts["evaluate"] == len(runs) and counts.get("mcmc", 0) == len(mcmc), out
     assert counts["html_report"] == counts["claims"] == 1, out
-
-
-def _schema_properties(name: str) -> set[str]:
-    schema = yaml.safe_load(SCHEMA.read_text())
-    return set(schema["$defs"][name]["properties"])
-
-
-def test_schema_settings_match_the_library_defaults():
-    """The schema names exactly the keys the library accepts, so neither side drifts."""
-    import dataclasses
-
-    from eqbg.data.settings import EXACT_DEFAULTS, MCMC_DEFAULTS, MD_DEFAULTS
-    from eqbg.evaluation.settings import DEFAULT_SETTINGS
-    from eqbg.flows import ODESettings
-    from eqbg.flows.registry import MODELS
-    from eqbg.sampling import SamplingSettings
-    from eqbg.training import TrainingSettings
-
-    def fields(cls):
-        return {f.name for f in dataclasses.fields(cls)}
-
-    data_keys = set(MCMC_DEFAULTS) | set(MD_DEFAULTS) | set(EXACT_DEFAULTS)
-    # system_options come from `systems.<name>.options`; the seed is the pipeline's.
-    assert _schema_properties("data_settings") == data_keys - {"system_options"} | {"seed"}
-    model_keys = set().union(*(fields(spec.settings) for spec in MODELS.values()))
-    assert _schema_properties("model_settings") == model_keys - {"name"}
-    assert _schema_properties("train_settings") == fields(TrainingSettings)
-    assert _schema_properties("ode_settings") == fields(ODESettings)
-    assert _schema_properties("sample_settings") == fields(SamplingSettings) | {"n_samples"}
-    assert _schema_properties("evaluate_settings") == set(DEFAULT_SETTINGS)
-    from eqbg.baselines import MCMCBaselineSettings
-
-    assert _schema_properties("mcmc_settings") == fields(MCMCBaselineSettings)
-    from eqbg.data.population import POPULATION_DEFAULTS
-
-    schema = yaml.safe_load(SCHEMA.read_text())
-    assert set(schema["$defs"]["system_entry"]["properties"]["population"]["properties"]) == set(POPULATION_DEFAULTS)
-
-
-def test_every_system_model_and_loss_in_the_schema_is_known_to_the_library():
-    """The registries are the only lists of names; the schema's enums must equal them."""
-    from eqbg.flows.registry import MODELS
-    from eqbg.losses import LOSSES
-    from eqbg.systems import KNOWN_SYSTEMS
-
-    schema = yaml.safe_load(SCHEMA.read_text())
-    assert set(schema["$defs"]["system_name"]["enum"]) == set(KNOWN_SYSTEMS)
-    assert set(schema["$defs"]["model_name"]["enum"]) == set(MODELS)
-    assert set(schema["$defs"]["loss_name"]["enum"]) == set(LOSSES)
 
 
 def test_training_size_preset_expands_to_every_size_model_and_seed():

@@ -11,7 +11,8 @@ The config layout (validated by ``workflow/schemas/config.schema.yaml``)::
       - {system: dw4, models: [egnn], losses: [fm, eqotfm], seeds: [0]}
       - {system: dw4, models: [egnn], losses: [ml], variants: [n100, n1000], seeds: [0, 1]}
     defaults:                # settings shared by every run
-      model: {egnn: {...}}
+      model: {egnn: {...}}   # each model's settings (eqbg.flows.registry)
+      loss: {ml: {...}}      # each loss's settings (eqbg.losses.registry)
       train: {...}
       ode: {...}
       sample: {...}
@@ -19,6 +20,7 @@ The config layout (validated by ``workflow/schemas/config.schema.yaml``)::
     overrides:               # applied in order to the runs they match
       - when: {system: dw4, loss: ml}
         train: {steps: 500}
+        loss: {atol: 1.0e-3}  # the settings of the run's loss (here ml's)
       - when: {variant: n100}
         train: {n_train: 100}
 
@@ -41,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eqbg.losses import loss_needs_data
+from eqbg.losses import LOSSES, loss_needs_data
 from eqbg.scale import (
     scale_of,
     smoke_coupling_settings,
@@ -51,8 +53,11 @@ from eqbg.scale import (
 )
 from eqbg.systems import system_spec
 
-#: Sections of ``defaults`` that an override may change.
-SETTING_SECTIONS = ("model", "train", "ode", "sample", "evaluate")
+#: Sections of ``defaults`` that an override may change (``model`` and ``loss``: the settings of
+#: the run's model and loss, which ``defaults`` keeps by name).
+SETTING_SECTIONS = ("model", "loss", "train", "ode", "sample", "evaluate")
+#: Sections of ``defaults`` keyed by component name: the run's component picks its settings.
+COMPONENT_SECTIONS = ("model", "loss")
 #: Fields of a run that an override's ``when:`` may match.
 MATCH_FIELDS = ("system", "model", "loss", "variant", "seed")
 
@@ -133,13 +138,16 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
 
 def run_settings(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     """The resolved settings of one run: ``defaults`` with every matching override applied in
-    order. ``model`` holds only the settings of ``run.model``; ``system_options`` the system's
-    options (e.g. the LJ pair convention); ``device`` the config's device."""
+    order. ``model`` and ``loss`` hold only the settings of ``run.model`` and ``run.loss``;
+    ``system_options`` the system's options (e.g. the LJ pair convention); ``device`` the
+    config's device."""
     defaults = config.get("defaults", {})
     settings: dict[str, Any] = {
         section: copy.deepcopy(defaults.get(section, {})) for section in SETTING_SECTIONS
     }
-    settings["model"] = copy.deepcopy(defaults.get("model", {}).get(run.model, {}))
+    for section in COMPONENT_SECTIONS:
+        name = getattr(run, section)
+        settings[section] = copy.deepcopy((defaults.get(section) or {}).get(name) or {})
     for override in config.get("overrides", []):
         when = override.get("when", {})
         if all(getattr(run, key) == value for key, value in when.items()):
@@ -150,7 +158,9 @@ def run_settings(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     settings["device"] = config.get("device", "cpu")
     if scale_of(config) == "smoke":
         settings = smoke_run_settings(settings, config.get("smoke_device", "cpu"),
-                                      dim=system_spec(run.system).dim)
+                                      dim=system_spec(run.system).dim,
+                                      # an MCMC baseline's "loss" is its sampler, no registered loss
+                                      loss_settings=getattr(LOSSES.get(run.loss), "settings", None))
     return settings
 
 
@@ -191,7 +201,7 @@ def canonical(obj: Any) -> Any:
 
 def train_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
     """What the train rule needs: the run's identity, its system options and the
-    ``{"model", "ode", "training"}`` settings of :func:`eqbg.training.train_run` (the config's
+    ``{"model", "loss", "ode", "training"}`` settings of :func:`eqbg.training.train_run` (the config's
     ``device`` applies unless ``train`` names one)."""
     s = run_settings(config, run)
     return canonical(
@@ -200,6 +210,7 @@ def train_params(config: Mapping[str, Any], run: Run) -> dict[str, Any]:
             "system_options": s["system_options"],
             "settings": {
                 "model": s["model"],
+                "loss": s["loss"],
                 "ode": s["ode"],
                 "training": {"device": s["device"], **s["train"]},
             },

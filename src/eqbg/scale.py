@@ -21,12 +21,14 @@ run's ``config.json`` (``training.scale``) and ``metrics.json``, and the tables 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from eqbg.data.settings import MCMC_DEFAULTS
+from eqbg.flows.solver import SolverSettings
 
 __all__ = [
     "SCALES",
@@ -45,9 +47,10 @@ SCALES = ("full", "smoke")
 #: Reference-data split sizes at smoke size (every sampler).
 SMOKE_SPLITS = {"train": 256, "val": 64, "test": 64}
 #: Training at smoke size: what is capped (``min`` with the config's value) and what is set.
-SMOKE_TRAIN_CAPS = {"steps": 2, "batch_size": 16, "val_size": 4, "warmup_steps": 0,
-                    "fab_buffer_batches": 4, "fab_buffer_min_batches": 2, "fab_updates_per_ais": 2,
-                    "ais_n_intermediate": 1, "ais_n_leapfrog": 2}
+SMOKE_TRAIN_CAPS = {"steps": 2, "batch_size": 16, "val_size": 4, "warmup_steps": 0}
+#: Loss settings at smoke size, capped where the run's loss has them (FAB's buffer and AIS).
+SMOKE_LOSS_CAPS = {"buffer_batches": 4, "buffer_min_batches": 2, "updates_per_ais": 2}
+SMOKE_LOSS_AIS_CAPS = {"n_intermediate": 1, "n_leapfrog": 2}
 SMOKE_SAMPLES = 8
 #: Samples and test points with exact log q at smoke size on the CPU: at most this many
 #: coordinates' worth (at least 2), since the exact trace scales with the dimension:
@@ -91,7 +94,9 @@ def _cap(section: dict[str, Any], caps: Mapping[str, int]) -> None:
             section[key] = cap if value is None else min(value, cap)
 
 
-def smoke_run_settings(settings: Mapping[str, Any], device: str = "cpu", dim: int = 1) -> dict[str, Any]:
+def smoke_run_settings(
+    settings: Mapping[str, Any], device: str = "cpu", dim: int = 1, loss_settings: type | None = None
+) -> dict[str, Any]:
     """A run's resolved settings (:func:`eqbg.pipeline.run_settings`) at smoke size, on
     ``device`` (the config's ``smoke_device``: the CPU unless a GPU check asks for CUDA).
 
@@ -100,15 +105,18 @@ def smoke_run_settings(settings: Mapping[str, Any], device: str = "cpu", dim: in
     samples; evaluation subsets of 8 test points, 64 energies and distances, 2 path solves and
     an AIS of 8 samples; ``device`` everywhere. On the CPU also every ODE solve by
     :data:`SMOKE_CPU_SOLVER`, and samples and test points with exact log q in proportion to the
-    ``dim`` degrees of freedom (:data:`SMOKE_CPU_TRACE_BUDGET`). Everything else is unchanged.
+    ``dim`` degrees of freedom (:data:`SMOKE_CPU_TRACE_BUDGET`). ``loss_settings`` is the run's
+    loss's settings class: the keys of :data:`SMOKE_LOSS_CAPS` it has are capped, and a loss
+    that integrates an ODE (a :class:`~eqbg.flows.solver.SolverSettings`) gets the smoke solver.
+    Everything else is unchanged.
     """
     s = copy.deepcopy(dict(settings))
     train = s["train"]
     train.update(steps=2, checkpoint_every=1, scale="smoke")
     for key, cap in SMOKE_TRAIN_CAPS.items():
         train[key] = min(train.get(key, cap), cap)
-    # FAB draws that many distinct batches per AIS pass from a buffer of at least min_batches
-    train["fab_updates_per_ais"] = min(train["fab_updates_per_ais"], train["fab_buffer_min_batches"])
+    if loss_settings is not None:
+        _smoke_loss(s, loss_settings)
     if train.get("n_train"):
         train["n_train"] = min(train["n_train"], SMOKE_SPLITS["train"])
         train["batch_size"] = min(train["batch_size"], train["n_train"])
@@ -125,7 +133,7 @@ def smoke_run_settings(settings: Mapping[str, Any], device: str = "cpu", dim: in
                            **{k: min(evaluate["ais"].get(k, cap), cap) for k, cap in SMOKE_AIS_CAPS.items()}}
     evaluate["nll_n"] = min(evaluate["nll_n"], n_exact)
     if device == "cpu":
-        _smallest_integration(s)
+        _smallest_integration(s, loss_settings is not None and issubclass(loss_settings, SolverSettings))
     s["device"] = device
     for section in ("train", "sample", "evaluate"):
         if "device" in s[section]:
@@ -133,13 +141,30 @@ def smoke_run_settings(settings: Mapping[str, Any], device: str = "cpu", dim: in
     return s
 
 
-def _smallest_integration(s: dict[str, Any]) -> None:
+def _smoke_loss(s: dict[str, Any], settings_cls: type) -> None:
+    """Cap the loss settings of ``s`` that :data:`SMOKE_LOSS_CAPS` names (in place)."""
+    loss, fields = s.setdefault("loss", {}), {f.name for f in dataclasses.fields(settings_cls)}
+    for key, cap in SMOKE_LOSS_CAPS.items():
+        if key in fields:
+            loss[key] = min(loss.get(key, cap), cap)
+    if {"updates_per_ais", "buffer_min_batches"} <= fields:
+        # FAB draws that many distinct batches per AIS pass from a buffer of at least min_batches
+        loss["updates_per_ais"] = min(loss["updates_per_ais"], loss["buffer_min_batches"])
+    if "ais" in fields:
+        ais = loss.setdefault("ais", {})
+        for key, cap in SMOKE_LOSS_AIS_CAPS.items():
+            ais[key] = min(ais.get(key, cap), cap)
+
+
+def _smallest_integration(s: dict[str, Any], loss_integrates: bool) -> None:
     """Every ODE solve of ``s`` (training, validation, sampling, test NLL) by
     :data:`SMOKE_CPU_SOLVER`, validation traces by Hutchinson's estimator (in place)."""
     method, n_steps = SMOKE_CPU_SOLVER["method"], SMOKE_CPU_SOLVER["n_steps"]
     s["ode"] = {**s.get("ode", {}), **SMOKE_CPU_SOLVER}
-    s["train"].update(ml_method=method, ml_n_steps=n_steps, val_method=method, val_n_steps=n_steps,
-                      val_exact=False)
+    if loss_integrates:
+        s["loss"].update(method=method, n_steps=n_steps)
+    s["train"]["val_solver"] = {**s["train"].get("val_solver", {}), "method": method, "n_steps": n_steps}
+    s["train"]["val_exact"] = False
     s["sample"].update(SMOKE_CPU_SOLVER)
     s["evaluate"]["nll_ode"] = {**(s["evaluate"].get("nll_ode") or {}), **SMOKE_CPU_SOLVER}
 

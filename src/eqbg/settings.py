@@ -10,12 +10,15 @@ back to a default. A dataclass may define ``validate(self) -> None`` that raises
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["SettingsError", "resolve", "asdict", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "SettingsError", "resolve", "asdict", "nested_settings", "resolve_device", "resolve_dtype",
+]
 
 T = TypeVar("T")
 
@@ -37,10 +40,16 @@ def resolve(cls: type[T], given: Mapping[str, Any] | None, where: str) -> T:
     unknown = sorted(set(given) - set(fields))
     if unknown:
         raise SettingsError(f"unknown {where} setting(s) {unknown}; valid keys: {sorted(fields)}")
+    nested = nested_settings(cls)
     for name, value in given.items():
         # YAML gives lists where a tuple field is declared (e.g. Adam's betas)
         if isinstance(value, list) and "tuple" in str(fields[name].type):
             given[name] = tuple(value)
+        elif name in nested and not isinstance(value, nested[name]):
+            # a nested section's keys override the field's default (not the class defaults)
+            default = fields[name].default_factory() if callable(fields[name].default_factory) else None
+            base = dataclasses.asdict(default) if default is not None else {}
+            given[name] = resolve(nested[name], {**base, **dict(value or {})}, f"{where}.{name}")
     obj = cls(**given)
     validate = getattr(obj, "validate", None)
     if validate is not None:
@@ -49,6 +58,16 @@ def resolve(cls: type[T], given: Mapping[str, Any] | None, where: str) -> T:
         except SettingsError as err:
             raise SettingsError(f"{where}: {err}") from None
     return obj
+
+
+def nested_settings(cls: type) -> dict[str, type]:
+    """The fields of settings dataclass ``cls`` that are settings dataclasses themselves (a
+    section inside the section, e.g. FAB's ``ais``), by name."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: hints[f.name] for f in dataclasses.fields(cls)
+        if isinstance(hints[f.name], type) and dataclasses.is_dataclass(hints[f.name])
+    }
 
 
 def asdict(obj: Any) -> dict[str, Any]:

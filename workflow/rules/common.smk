@@ -1,15 +1,9 @@
 # Grid expansion, per-run settings and shared wildcard constraints.
 import re
-import sys
 from pathlib import Path
-
-# Rules may run in conda environments that do not install eqbg (envs/*.yaml): import it from
-# this checkout, here and (through PYTHONPATH) in every job.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from eqbg.pipeline import (
     canonical,
-    check_grid,
     coupling_settings,
     data_settings,
     evaluate_params,
@@ -28,7 +22,6 @@ from eqbg.claims.spec import data_measurements, load_claims
 
 export_source_path()
 
-check_grid(config)
 check_mcmc_grid(config)
 check_smoke_directory(config)
 

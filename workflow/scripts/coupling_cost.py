@@ -3,9 +3,11 @@
 from pathlib import Path
 
 from eqbg.data.transport import write_transport_costs
+from eqbg.plugins import load_plugins
 from eqbg.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
+load_plugins(snakemake.config)  # components the config's plugins register
 write_transport_costs(
     snakemake.wildcards.system,
     Path(snakemake.input.train),

@@ -17,10 +17,12 @@ import pandas as pd
 import yaml
 
 from eqbg.io import atomic_path
+from eqbg.plugins import load_plugins
 from eqbg.pipeline import setup_logging
 from eqbg.tables import headline_counts
 
 log = setup_logging(snakemake.log[0])
+load_plugins(snakemake.config)  # components the config's plugins register
 out = Path(snakemake.output[0])
 headline = snakemake.input.headline
 targets = [*snakemake.input.results, *headline, *snakemake.input.claims]

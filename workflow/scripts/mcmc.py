@@ -5,9 +5,11 @@ from pathlib import Path
 import torch
 
 from eqbg.baselines.run import mcmc_run
+from eqbg.plugins import load_plugins
 from eqbg.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
+load_plugins(snakemake.config)  # components the config's plugins register
 torch.set_num_threads(snakemake.threads)
 params = snakemake.params.run
 mcmc_run(

@@ -3,9 +3,11 @@
 from pathlib import Path
 
 from eqbg.data import make_reference_data
+from eqbg.plugins import load_plugins
 from eqbg.pipeline import setup_logging
 
 setup_logging(snakemake.log[0])
+load_plugins(snakemake.config)  # components the config's plugins register
 settings = dict(snakemake.params.settings)
 seed = int(settings.pop("seed", 0))
 make_reference_data(

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+from eqbg.plugins import load_plugins
 from eqbg.pipeline import setup_logging
 from eqbg.sampling import sample_run
 
 setup_logging(snakemake.log[0])
+load_plugins(snakemake.config)  # components the config's plugins register
 run = snakemake.params.run
 sample_run(
     Path(snakemake.input.model).parent,

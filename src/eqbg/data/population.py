@@ -18,9 +18,11 @@ of each phi interval with its asymptotic error and the free-energy profile F(phi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from eqbg.systems import get_system
 __all__ = [
     "PHI_WINDOWS",
     "POPULATION_DEFAULTS",
+    "PopulationSettings",
     "mbar_populations",
     "phi_population",
     "write_phi_population",
@@ -45,21 +48,27 @@ log = logging.getLogger(__name__)
 #: TBG/BoltzNCE convention, which leaves the phi ~ +pi edge of the beta basin on the negative side).
 PHI_WINDOWS: dict[str, tuple[float, float]] = {"phi_positive": (0.0, math.pi), "phi_0_to_2": (0.0, 2.0)}
 
-#: Settings of :func:`phi_population` (the ``systems.<name>.population`` config section).
-POPULATION_DEFAULTS: dict[str, Any] = {
-    "seed": 1000,
-    "n_windows": 36,
-    "force_constant_kj_per_mol_rad2": 100.0,
-    "ns_per_window": 0.5,
-    "equilibration_ps": 50.0,
-    "frame_interval_ps": 0.5,
-    "psi_start_deg": 150.0,
-    "timestep_fs": 1.0,
-    "friction_per_ps": 1.0,
-    "n_workers": 2,
-    "platform": "Reference",
-    "profile_bins": 72,
-}
+@dataclass
+class PopulationSettings:
+    """Umbrella sampling along phi for the converged phi > 0 population (config
+    ``systems.<name>.population``; :func:`phi_population`)."""
+
+    seed: int = 1000  #: seeds the windows' trajectories
+    n_windows: int = 36  #: umbrella windows evenly spaced in phi
+    force_constant_kj_per_mol_rad2: float = 100.0  #: harmonic bias on phi, kJ/mol/rad^2
+    ns_per_window: float = 0.5  #: sampled time per window, ns
+    equilibration_ps: float = 50.0  #: discarded at the start of each window, ps
+    frame_interval_ps: float = 0.5  #: time between saved frames, ps
+    psi_start_deg: float = 150.0  #: psi of the starting structure of every window, degrees
+    timestep_fs: float = 1.0  #: integration step, fs
+    friction_per_ps: float = 1.0  #: Langevin friction, 1/ps
+    n_workers: int = 2  #: processes running the windows
+    platform: str = "Reference"  #: OpenMM platform: Reference, CPU, CUDA or OpenCL
+    profile_bins: int = 72  #: bins of the reported free-energy profile along phi
+
+
+#: :class:`PopulationSettings`' defaults as a dict
+POPULATION_DEFAULTS: dict[str, Any] = dataclasses.asdict(PopulationSettings())
 
 
 def _angular_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,88 +1,28 @@
 """Reference-data settings: every key, its default, and validation.
 
-Settings are a plain dict (from the Snakemake config). :func:`resolve_settings` merges the
-user's dict over the defaults for the system's sampler and rejects unknown keys, so a typo fails
-loudly instead of silently using a default.
-
-Three samplers exist, chosen by the system's ``reference_sampler`` (``sampler`` may be given
-but must agree). The tables list the generic defaults; each registered system's
-``SystemSpec.data_defaults`` (``eqbg.systems``; see :func:`system_defaults`) overrides them for
-that system (e.g. the MCMC systems' proposal, step, chains, burn-in, thinning, placement and
-LJ55's R-hat threshold):
-
-``"mcmc"`` -- :data:`MCMC_DEFAULTS`:
-
-=========================  =================  =====================================================
-key                        default            meaning
-=========================  =================  =====================================================
-``splits``                 train 10000,       samples per split; chains are assigned to splits
-                           val 1000,          in proportion to these sizes (disjoint chains)
-                           test 2000
-``n_chains``               128                parallel chains (all advanced in one batched call)
-``burn_in``                2000               steps per chain discarded; step sizes adapt only here
-``n_steps``                None               post-burn-in steps per chain (before thinning);
-                                              None = just enough for the split sizes
-``thin``                   10                 keep every ``thin``-th state
-``proposal``               "rw"               "rw" (random-walk Metropolis) or "mala"
-                                              (Metropolis-adjusted Langevin, one gradient/step)
-``step_size``              0.1                initial Gaussian proposal std per coordinate
-``target_acceptance``      0.5                Robbins-Monro target during burn-in
-``adapt_gain``             1.0                RM gain ``adapt_gain / (t + 10) ** adapt_decay``
-``adapt_decay``            0.6                RM decay exponent in (0.5, 1]
-``init``                   "minimised"        "random": non-overlapping random placement in a
-                                              ball; "minimised": the same, then steepest descent
-``init_radius``            system default     ball radius of the random placement
-``init_min_dist``          system default     minimum pair distance of the random placement
-``minimise_steps``         300                steepest-descent iterations for "minimised"
-``anneal_t0``              1.0                start temperature of simulated annealing at the
-                                              beginning of burn-in (1.0 = off)
-``anneal_steps``           0                  annealing length (steps, <= burn_in)
-``conf_temp_samples``      1000               samples used for the configurational temperature
-``iat_method``             "sokal"            "sokal" or "geyer"
-``rank_normalised_rhat``   True               report max(bulk, tail) rank-normalised split R-hat
-``check_convergence``      True               raise NotConvergedError on failed checks
-``convergence``            see below          thresholds
-``system_options``         {}                 passed to ``get_system`` (e.g. pair_convention)
-``device``                 "cpu"              torch device
-``num_threads``            1                  torch intra-op threads while sampling (restored
-                                              afterwards; None = leave as is). One thread is
-                                              faster for these small batched ops and does not
-                                              collapse when other jobs share the cores
-=========================  =================  =====================================================
-
-``convergence`` (all samplers; unused keys are ignored by a sampler that has no such check):
-``rhat_max`` 1.05 (split R-hat of the energy), ``conf_temp_k_se`` 4.0 and ``conf_temp_tol`` 0.03
-(fail only if ``|T_conf - 1|`` exceeds both ``k`` standard errors and the tolerance),
-``min_ess`` 500 (total effective samples of the energy over all kept samples),
-``acceptance_min`` 0.1 / ``acceptance_max`` 0.9 (every chain's post-burn-in acceptance),
-``max_phi_positive`` 0.15 (MD of alanine dipeptide: fraction of frames with phi > 0),
-``phi_agreement_z_max`` 3.0 and ``phi_agreement`` "warn" or "fail" (MD of alanine dipeptide:
-trajectories and splits agree on the phi > 0 fraction within that many autocorrelated standard
-errors; the energy R-hat cannot see this slow coordinate).
+Each reference sampler's settings are a dataclass below, every field with its default and a
+comment that documents it (the config schema's ``systems.<name>.data`` is generated from them):
+:class:`MCMCDataSettings` (``mcmc``), :class:`MDDataSettings` (``md``), :class:`ExactDataSettings`
+(``exact``), each a :class:`DataSettings` (splits, convergence thresholds, threads). The samplers
+read plain dicts: :data:`MCMC_DEFAULTS`, :data:`MD_DEFAULTS`, :data:`EXACT_DEFAULTS` are the
+dataclasses' defaults as dicts. :func:`resolve_settings` merges the user's dict over the defaults
+of the system's sampler and the system's own (``SystemSpec.data_defaults``, :func:`system_defaults`:
+e.g. the MCMC systems' proposal, step, chains, burn-in, thinning, placement and LJ55's R-hat
+threshold) and rejects unknown keys, so a typo fails loudly instead of silently using a default.
+The sampler is the system's ``reference_sampler`` (``sampler`` may be given but must agree).
 
 The configurational temperature (``conf_temp`` of the MD sampler, ``conf_temp_samples`` > 0 of
 the others) needs the Laplacian of the energy, i.e. second derivatives by double backward
 through autograd; systems whose energy is only once differentiable (``second_derivatives``
 false: alanine dipeptide, whose OpenMM energy supplies forces but no Hessian) reject it.
-
-``"md"`` (OpenMM systems) -- :data:`MD_DEFAULTS`: ``splits`` (frames per split, summed over trajectories;
-default train 4000 / val 500 / test 1000, ~3 ns per trajectory, ~1.5 min on 2 cores),
-``n_trajectories`` 2, ``n_workers`` 2 (processes), ``platform`` "Reference", ``timestep_fs`` 1.0,
-``friction_per_ps`` 1.0, ``equilibration_ps`` 20, ``frame_interval_ps`` 1.0, ``gap_ps`` 10
-(frames skipped after every train/val/test block), ``split_cycles`` 10 (each trajectory is cut
-into that many cycles of ``[train][gap][val][gap][test][gap]``, so that every split gets its
-share of each slow excursion; 1 = one contiguous block per split), ``conf_temp`` False,
-``iat_method``, ``rank_normalised_rhat``, ``check_convergence``, ``convergence``,
-``system_options``, ``num_threads`` (also the OpenMM CPU-platform thread count per trajectory).
-
-``"exact"`` (systems with an exact sampler) -- :data:`EXACT_DEFAULTS`: ``splits``, ``conf_temp_samples``,
-``check_convergence``, ``convergence``, ``system_options``, ``device``, ``num_threads``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from eqbg.systems import SYSTEM_SPECS
@@ -91,6 +31,14 @@ __all__ = [
     "MCMC_DEFAULTS",
     "MD_DEFAULTS",
     "EXACT_DEFAULTS",
+    "SAMPLER_DEFAULTS",
+    "SAMPLER_SETTINGS",
+    "Splits",
+    "ConvergenceThresholds",
+    "DataSettings",
+    "MCMCDataSettings",
+    "MDDataSettings",
+    "ExactDataSettings",
     "CONVERGENCE_DEFAULTS",
     "system_defaults",
     "resolve_settings",
@@ -99,76 +47,127 @@ __all__ = [
 
 SPLITS = ("train", "val", "test")
 
-CONVERGENCE_DEFAULTS: dict[str, Any] = {
-    "rhat_max": 1.05,
-    "conf_temp_k_se": 4.0,
-    "conf_temp_tol": 0.03,
-    "min_ess": 500.0,
-    "acceptance_min": 0.1,
-    "acceptance_max": 0.9,
-    "max_phi_positive": 0.15,
-    # alanine dipeptide MD: trajectories and splits must agree on the phi > 0 fraction within
-    # this many standard errors (autocorrelated; eqbg.data.diagnostics.slow_fraction_agreement)
-    "phi_agreement_z_max": 3.0,
-    # what a disagreement does: "warn" (recorded in the diagnostics as
-    # converged_slow_coordinate: false and logged) or "fail" (a failed convergence check)
-    "phi_agreement": "warn",
-}
 
-_COMMON: dict[str, Any] = {
-    "sampler": None,
-    "splits": {"train": 10_000, "val": 1_000, "test": 2_000},
-    "check_convergence": True,
-    "convergence": CONVERGENCE_DEFAULTS,
-    "system_options": {},
-    "num_threads": 1,
-}
+@dataclass
+class Splits:
+    """Samples per split; chains (MCMC) or trajectory blocks (MD) are assigned to splits in
+    proportion to these sizes, so that no two splits share one."""
 
-MCMC_DEFAULTS: dict[str, Any] = {
-    **_COMMON,
-    "n_chains": 128,
-    "burn_in": 2_000,
-    "n_steps": None,
-    "thin": 10,
-    "proposal": "rw",
-    "step_size": 0.1,
-    "target_acceptance": 0.5,
-    "adapt_gain": 1.0,
-    "adapt_decay": 0.6,
-    "init": "minimised",
-    "init_radius": None,
-    "init_min_dist": None,
-    "minimise_steps": 300,
-    "anneal_t0": 1.0,
-    "anneal_steps": 0,
-    "conf_temp_samples": 1_000,
-    "iat_method": "sokal",
-    "rank_normalised_rhat": True,
-    "device": "cpu",
-}
+    train: int = 10_000  #: training configurations
+    val: int = 1_000  #: validation configurations
+    test: int = 2_000  #: test configurations
 
-MD_DEFAULTS: dict[str, Any] = {
-    **_COMMON,
-    "splits": {"train": 4_000, "val": 500, "test": 1_000},
-    "n_trajectories": 2,
-    "n_workers": 2,
-    "platform": "Reference",
-    "timestep_fs": 1.0,
-    "friction_per_ps": 1.0,
-    "equilibration_ps": 20.0,
-    "frame_interval_ps": 1.0,
-    "gap_ps": 10.0,
-    "split_cycles": 10,
-    "conf_temp": False,
-    "iat_method": "sokal",
-    "rank_normalised_rhat": True,
-}
 
-EXACT_DEFAULTS: dict[str, Any] = {
-    **_COMMON,
-    "conf_temp_samples": 1_000,
-    "device": "cpu",
-}
+@dataclass
+class ConvergenceThresholds:
+    """Thresholds that decide whether reference data passes (every sampler; a sampler ignores
+    the ones it has no check for)."""
+
+    rhat_max: float = 1.05  #: split R-hat of the energy at most
+    #: the configurational temperature fails only if |T_conf - 1| exceeds both this many
+    #: standard errors and conf_temp_tol
+    conf_temp_k_se: float = 4.0
+    conf_temp_tol: float = 0.03  #: see conf_temp_k_se
+    min_ess: float = 500.0  #: total effective samples of the energy over all kept samples
+    acceptance_min: float = 0.1  #: every chain's post-burn-in acceptance at least
+    acceptance_max: float = 0.9  #: and at most
+    max_phi_positive: float = 0.15  #: MD of alanine dipeptide: fraction of frames with phi > 0 at most
+    #: alanine dipeptide MD: trajectories and splits must agree on the phi > 0 fraction within
+    #: this many (autocorrelated) standard errors (eqbg.data.diagnostics.slow_fraction_agreement)
+    phi_agreement_z_max: float = 3.0
+    #: what a disagreement does: warn (recorded in the diagnostics as converged_slow_coordinate:
+    #: false and logged) or fail (a failed convergence check)
+    phi_agreement: str = "warn"
+
+
+@dataclass
+class DataSettings:
+    """Settings every reference sampler has."""
+
+    sampler: str | None = None  #: the system's reference sampler (may be given; must agree)
+    splits: Splits = field(default_factory=Splits)  #: configurations per split
+    check_convergence: bool = True  #: raise NotConvergedError on failed checks (else warn)
+    #: thresholds of the convergence checks
+    convergence: ConvergenceThresholds = field(default_factory=ConvergenceThresholds)
+    system_options: dict[str, Any] = field(default_factory=dict)  #: passed to get_system (set by the pipeline)
+    #: torch intra-op threads while sampling (restored afterwards; None = leave as is). One thread
+    #: is faster for these small batched ops and does not collapse when other jobs share the cores
+    num_threads: int | None = 1
+
+
+@dataclass
+class MCMCDataSettings(DataSettings):
+    """Reference data by parallel MCMC chains (sampler ``mcmc``: DW4, LJ13, LJ55); each system's
+    own defaults (proposal, step, chains, burn-in, thinning, placement) override these."""
+
+    n_chains: int = 128  #: parallel chains (all advanced in one batched call)
+    burn_in: int = 2_000  #: steps per chain discarded; step sizes adapt only here
+    #: post-burn-in steps per chain (before thinning); None = just enough for the split sizes
+    n_steps: int | None = None
+    thin: int = 10  #: keep every thin-th state
+    #: rw (random-walk Metropolis) or mala (Metropolis-adjusted Langevin, one gradient a step)
+    proposal: str = "rw"
+    step_size: float = 0.1  #: initial Gaussian proposal std per coordinate
+    target_acceptance: float = 0.5  #: Robbins-Monro target during burn-in
+    adapt_gain: float = 1.0  #: Robbins-Monro gain: adapt_gain / (t + 10) ** adapt_decay
+    adapt_decay: float = 0.6  #: Robbins-Monro decay exponent in (0.5, 1]
+    #: random (non-overlapping random placement in a ball) or minimised (the same, then steepest
+    #: descent)
+    init: str = "minimised"
+    init_radius: float | None = None  #: ball radius of the random placement (system default)
+    init_min_dist: float | None = None  #: minimum pair distance of that placement (system default)
+    minimise_steps: int = 300  #: steepest-descent iterations of the minimised start
+    anneal_t0: float = 1.0  #: start temperature of annealing at the beginning of burn-in (1 = off)
+    anneal_steps: int = 0  #: annealing length, steps (<= burn_in)
+    #: samples of the configurational temperature check (needs the energy's Laplacian; 0 = off)
+    conf_temp_samples: int = 1_000
+    iat_method: str = "sokal"  #: integrated autocorrelation time: sokal or geyer
+    rank_normalised_rhat: bool = True  #: report max(bulk, tail) rank-normalised split R-hat
+    device: str = "cpu"  #: torch device of the chains
+
+
+@dataclass
+class MDDataSettings(DataSettings):
+    """Reference data by Langevin MD in OpenMM (sampler ``md``: alanine dipeptide): ~3 ns per
+    trajectory at the defaults, ~1.5 min on 2 cores."""
+
+    #: frames per split, summed over trajectories
+    splits: Splits = field(default_factory=lambda: Splits(train=4_000, val=500, test=1_000))
+    n_trajectories: int = 2  #: independent trajectories
+    n_workers: int = 2  #: processes running them
+    platform: str = "Reference"  #: OpenMM platform: Reference, CPU, CUDA or OpenCL
+    timestep_fs: float = 1.0  #: integration step, fs
+    friction_per_ps: float = 1.0  #: Langevin friction, 1/ps
+    equilibration_ps: float = 20.0  #: discarded at the start of each trajectory, ps
+    frame_interval_ps: float = 1.0  #: time between saved frames, ps
+    gap_ps: float = 10.0  #: frames skipped after every train/val/test block, ps
+    #: each trajectory is cut into this many cycles of [train][gap][val][gap][test][gap], so that
+    #: every split gets its share of each slow excursion; 1 = one contiguous block per split
+    split_cycles: int = 10
+    conf_temp: bool = False  #: configurational temperature check (needs second derivatives)
+    iat_method: str = "sokal"  #: integrated autocorrelation time: sokal or geyer
+    rank_normalised_rhat: bool = True  #: report max(bulk, tail) rank-normalised split R-hat
+
+
+@dataclass
+class ExactDataSettings(DataSettings):
+    """Reference data drawn exactly (sampler ``exact``: GMM-40, Many-Well-32)."""
+
+    #: samples of the configurational temperature check (a check of the energy; 0 = off)
+    conf_temp_samples: int = 1_000
+    device: str = "cpu"  #: torch device of the draws
+
+
+CONVERGENCE_DEFAULTS: dict[str, Any] = dataclasses.asdict(ConvergenceThresholds())
+MCMC_DEFAULTS: dict[str, Any] = dataclasses.asdict(MCMCDataSettings())
+MD_DEFAULTS: dict[str, Any] = dataclasses.asdict(MDDataSettings())
+EXACT_DEFAULTS: dict[str, Any] = dataclasses.asdict(ExactDataSettings())
+
+#: Each reference sampler's settings class (the config schema's ``systems.<name>.data``).
+SAMPLER_SETTINGS: dict[str, type] = {"mcmc": MCMCDataSettings, "md": MDDataSettings, "exact": ExactDataSettings}
+#: Each reference sampler's settings and their defaults (before the system's own).
+SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {"mcmc": MCMC_DEFAULTS, "md": MD_DEFAULTS, "exact": EXACT_DEFAULTS}
+
 
 def system_defaults(system_name: str) -> dict[str, Any]:
     """Per-system reference-data defaults of a registered system (its
@@ -220,7 +219,7 @@ def resolve_settings(
     Raises:
         ValueError: unknown key, wrong sampler, or an invalid value (message names it).
     """
-    base = {"mcmc": MCMC_DEFAULTS, "md": MD_DEFAULTS, "exact": EXACT_DEFAULTS}.get(sampler)
+    base = SAMPLER_DEFAULTS.get(sampler)
     if base is None:
         raise ValueError(f"unknown sampler {sampler!r}; use 'mcmc', 'md' or 'exact'")
     system_name, second = _system_facts(system)

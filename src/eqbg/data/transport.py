@@ -4,7 +4,9 @@ run-like ``metrics.json`` and ``eval.npz`` that the claims read."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from eqbg.data.dataset import load_dataset
@@ -12,12 +14,24 @@ from eqbg.io import provenance, save_npz, write_json
 from eqbg.ot.transport_cost import minibatch_transport_costs
 from eqbg.systems import get_system
 
-__all__ = ["TRANSPORT_COST_DEFAULTS", "write_transport_costs"]
+__all__ = ["TransportCostSettings", "TRANSPORT_COST_DEFAULTS", "write_transport_costs"]
 
 
-#: settings of :func:`write_transport_costs` and their defaults
-TRANSPORT_COST_DEFAULTS = {"batch_size": 64, "n_batches": 8, "seed": 0, "prior_scale": 1.0,
-                           "max_iter": 20, "restarts": 0}
+@dataclass
+class TransportCostSettings:
+    """Transport cost of minibatch OT and equivariant-OT couplings on a system's training data
+    (config ``systems.<name>.coupling``; :func:`write_transport_costs`)."""
+
+    batch_size: int = 64  #: prior and data configurations per minibatch
+    n_batches: int = 8  #: minibatches measured
+    seed: int = 0  #: seeds the batches and the prior draws
+    prior_scale: float = 1.0  #: std of the Gaussian prior batch
+    max_iter: int = 20  #: equivariant-OT search: Hungarian/Kabsch alternations per pair
+    restarts: int = 0  #: equivariant-OT search: further descents from other starting rotations
+
+
+#: :class:`TransportCostSettings`' defaults as a dict
+TRANSPORT_COST_DEFAULTS: dict = dataclasses.asdict(TransportCostSettings())
 
 
 def write_transport_costs(system: str, train_npz: Path, settings: dict, system_options: dict,

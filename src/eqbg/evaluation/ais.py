@@ -10,10 +10,10 @@ frozen while the reported samples are drawn. The cost is reported in target eval
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,28 @@ import torch
 from eqbg.evaluation.weights import kish_ess
 from eqbg.flows.base import Flow
 from eqbg.sampling.ais import AISSettings, AnnealedImportanceSampler
+from eqbg.settings import SettingsError, resolve
 
-__all__ = ["AIS_DEFAULTS", "supports_ais", "trained_step_sizes", "ais_refinement"]
+__all__ = ["RefinementSettings", "supports_ais", "trained_step_sizes", "ais_refinement"]
 
-#: evaluation keys of the ``ais`` block (besides AISSettings' own): samples, batch, tuning, seed
-AIS_DEFAULTS: dict[str, Any] = {"n": 1000, "batch_size": 500, "tune_passes": 20, "seed": 0}
+
+@dataclass
+class RefinementSettings(AISSettings):
+    """AIS towards the target from a trained flow's samples (config ``evaluate.ais``): the AIS
+    (:class:`~eqbg.sampling.ais.AISSettings`, alpha 1) and how many samples it refines."""
+
+    alpha: float = 1.0  #: the refinement targets p itself: must be 1
+    n: int = 1000  #: refined samples reported
+    batch_size: int = 500  #: samples per AIS pass
+    tune_passes: int = 20  #: HMC step-size tuning passes first (untrained step sizes only)
+    seed: int = 0  #: seed of the refinement
+
+    def validate(self) -> None:
+        super().validate()
+        if self.alpha != 1.0:
+            raise SettingsError(f"the refinement targets p: alpha must be 1, got {self.alpha}")
+        if self.n < 1 or self.batch_size < 1 or self.tune_passes < 0:
+            raise SettingsError("n and batch_size must be >= 1, tune_passes >= 0")
 
 
 def supports_ais(flow: Any) -> bool:
@@ -59,7 +76,7 @@ def ais_refinement(
     Args:
         flow: a trained flow with ``state_log_prob`` (see :func:`supports_ais`).
         energy: the target's reduced energy ``u(x)``.
-        options: :class:`AISSettings` keys plus :data:`AIS_DEFAULTS` keys.
+        options: :class:`RefinementSettings` keys.
         checkpoint: the run's ``checkpoint.pt``: a FAB run's trained HMC step sizes are taken
             from it (:func:`trained_step_sizes`) instead of tuning.
         log_z: the target's exact log normaliser, where known (adds ``log_z_ais_error``).
@@ -71,16 +88,10 @@ def ais_refinement(
         ``ais_n_invalid``, ``ais_acceptance``, ``log_z_ais_estimate`` (and ``log_z_ais_error``);
         and the log weights.
     """
-    options = dict(options)
-    extra = {k: options.pop(k, v) for k, v in AIS_DEFAULTS.items()}
-    fields = {f.name for f in dataclasses.fields(AISSettings)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"unknown evaluate.ais setting(s) {unknown}; valid: {sorted(fields | set(AIS_DEFAULTS))}")
-    settings = AISSettings(**{**options, "alpha": 1.0})
+    settings = resolve(RefinementSettings, options, "evaluate.ais")
     ais = AnnealedImportanceSampler(settings)
     _, device = flow.dtype_device()
-    gen = torch.Generator(device=device).manual_seed(int(extra["seed"]))
+    gen = torch.Generator(device=device).manual_seed(int(settings.seed))
 
     def run(num: int, adapt: bool):
         return ais.run_from_flow(flow, energy, num, generator=gen, adapt=adapt)
@@ -89,13 +100,13 @@ def ais_refinement(
     tuning_evals, source = 0, "initial"
     if step_sizes is not None:
         ais.step_sizes, source = [float(e) for e in step_sizes], "trained (FAB checkpoint)"
-    elif settings.transition == "hmc" and settings.n_intermediate > 0 and extra["tune_passes"] > 0:
-        for _ in range(int(extra["tune_passes"])):
-            tuning_evals += run(int(extra["batch_size"]), adapt=True).n_target_evals
-        source = f"tuned on {extra['tune_passes']} batches"
+    elif settings.transition == "hmc" and settings.n_intermediate > 0 and settings.tune_passes > 0:
+        for _ in range(int(settings.tune_passes)):
+            tuning_evals += run(int(settings.batch_size), adapt=True).n_target_evals
+        source = f"tuned on {settings.tune_passes} batches"
     start = time.perf_counter()
     log_w, evals, invalid, acc = [], 0, 0, []
-    n, bs = int(extra["n"]), int(extra["batch_size"])
+    n, bs = int(settings.n), int(settings.batch_size)
     for s in range(0, n, bs):
         res = run(min(bs, n - s), adapt=False)
         log_w.append(res.log_w.double().cpu())

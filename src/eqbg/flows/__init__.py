@@ -15,7 +15,7 @@ from .divergence import (
     value_and_hutchinson_divergence,
 )
 from .priors import CoMFreeGaussian, StandardGaussian, make_prior, remove_mean
-from .solver import ADAPTIVE_METHODS, FIXED_METHODS, ODESettings, ODESolver
+from .solver import ADAPTIVE_METHODS, FIXED_METHODS, ODESettings, ODESolver, SolverSettings
 
 __all__ = [
     "DENSITY_KINDS",
@@ -26,6 +26,7 @@ __all__ = [
     "CNF",
     "ODESolver",
     "ODESettings",
+    "SolverSettings",
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
     "CoMFreeGaussian",

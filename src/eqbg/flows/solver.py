@@ -16,6 +16,7 @@ from eqbg.settings import SettingsError
 
 __all__ = [
     "ODESolver",
+    "SolverSettings",
     "ODESettings",
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
@@ -125,9 +126,12 @@ def simpson_weights(
 
 
 @dataclass
-class ODESettings:
-    """Config section ``ode:``: the flow's default solver (validation and evaluation use it
-    unless they pass their own) and how the divergence is computed."""
+class SolverSettings:
+    """How one stage integrates a flow's ODE: the settings behind an :class:`ODESolver`.
+
+    The one solver section of the config: the flow's default (``ode:``), sampling (``sample:``)
+    and maximum-likelihood training (``loss.ml``) extend it with their own keys.
+    """
 
     method: str = "dopri5"  #: torchdiffeq solver: dopri5, dopri8, bosh3, ... or euler/midpoint/rk4
     atol: float = 1e-5  #: absolute tolerance (adaptive solvers)
@@ -135,22 +139,33 @@ class ODESettings:
     #: uniform steps for fixed-step solvers (None for adaptive); rk4's measured log q error
     #: against a tight dopri5 reference on trained DW4 flows: see :class:`ODESolver`
     n_steps: int | None = None
-    #: ``solver`` or ``simpson`` (fixed steps only: divergence at the grid nodes, see ODESolver)
+    #: how exact log q integrates the divergence: ``solver`` (every stage) or ``simpson`` (grid
+    #: nodes only, fixed steps; ~4x fewer divergence evaluations with rk4, see ODESolver)
     log_q_quadrature: str = "solver"
-    trace_method: str = "auto"  #: exact trace implementation (auto, loop, batched_vjp, jacrev, jvp)
-    trace_chunk_size: int | None = None  #: vmap chunk for the exact trace (memory bound)
-    probe: str = "rademacher"  #: Hutchinson probe for ML training (rademacher, gaussian)
-    adjoint_seminorm: bool = True  #: seminorm in the adjoint pass (fewer backward steps)
 
     def validate(self) -> None:
         self.solver  # raises for an invalid solver
-        if self.trace_method not in ("auto", "loop", "batched_vjp", "jacrev", "jvp"):
-            raise SettingsError(f"unknown trace_method {self.trace_method!r}")
-        if self.probe not in ("rademacher", "gaussian"):
-            raise SettingsError(f"probe must be rademacher or gaussian, got {self.probe!r}")
 
     @property
     def solver(self) -> ODESolver:
         return ODESolver(
             self.method, float(self.atol), float(self.rtol), self.n_steps, self.log_q_quadrature
         )
+
+
+@dataclass
+class ODESettings(SolverSettings):
+    """Config section ``ode:``: the flow's default solver (validation and evaluation use it
+    unless they pass their own) and how the divergence is computed."""
+
+    trace_method: str = "auto"  #: exact trace implementation (auto, loop, batched_vjp, jacrev, jvp)
+    trace_chunk_size: int | None = None  #: vmap chunk for the exact trace (memory bound)
+    probe: str = "rademacher"  #: Hutchinson probe for ML training (rademacher, gaussian)
+    adjoint_seminorm: bool = True  #: seminorm in the adjoint pass (fewer backward steps)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.trace_method not in ("auto", "loop", "batched_vjp", "jacrev", "jvp"):
+            raise SettingsError(f"unknown trace_method {self.trace_method!r}")
+        if self.probe not in ("rademacher", "gaussian"):
+            raise SettingsError(f"probe must be rademacher or gaussian, got {self.probe!r}")

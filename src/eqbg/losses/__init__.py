@@ -10,16 +10,29 @@ from eqbg.losses.base import Loss
 from eqbg.losses.flow_matching import (
     Coupling,
     EquivariantOTCoupling,
+    EquivariantOTSettings,
     FlowMatching,
+    FlowMatchingSettings,
     IndependentCoupling,
     OTCoupling,
     flow_matching_loss,
 )
-from eqbg.losses.maximum_likelihood import MaximumLikelihood, use_exact_divergence
-from eqbg.losses.fab import FlowAnnealedBootstrap
+from eqbg.losses.maximum_likelihood import (
+    MaximumLikelihood,
+    MaximumLikelihoodSettings,
+    use_exact_divergence,
+)
+from eqbg.losses.fab import FABSettings, FlowAnnealedBootstrap
 from eqbg.losses.replay_buffer import PrioritisedReplayBuffer
-from eqbg.losses.reverse_kl import ReverseKL
-from eqbg.losses.registry import LOSSES, LossSpec, build_loss, loss_needs_data, register_loss
+from eqbg.losses.reverse_kl import ReverseKL, ReverseKLSettings
+from eqbg.losses.registry import (
+    LOSSES,
+    LossSpec,
+    build_loss,
+    loss_needs_data,
+    register_loss,
+    resolve_loss_settings,
+)
 
 __all__ = [
     "Loss",
@@ -29,14 +42,20 @@ __all__ = [
     "IndependentCoupling",
     "OTCoupling",
     "flow_matching_loss",
+    "FlowMatchingSettings",
+    "EquivariantOTSettings",
     "MaximumLikelihood",
+    "MaximumLikelihoodSettings",
     "use_exact_divergence",
     "ReverseKL",
+    "ReverseKLSettings",
     "FlowAnnealedBootstrap",
+    "FABSettings",
     "PrioritisedReplayBuffer",
     "LOSSES",
     "LossSpec",
     "build_loss",
     "loss_needs_data",
     "register_loss",
+    "resolve_loss_settings",
 ]

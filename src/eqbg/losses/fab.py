@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,8 +38,39 @@ from eqbg.flows.base import Flow, valid_log_q
 from eqbg.losses.base import Loss
 from eqbg.losses.replay_buffer import PrioritisedReplayBuffer
 from eqbg.sampling.ais import AISResult, AISSettings, AnnealedImportanceSampler
+from eqbg.settings import SettingsError
 
-__all__ = ["FlowAnnealedBootstrap"]
+__all__ = ["FlowAnnealedBootstrap", "FABSettings"]
+
+
+@dataclass
+class FABSettings:
+    """FAB (loss ``fab``; config ``defaults.loss.fab``). Defaults are the EACF paper's DW4
+    settings (EACF_FAB.md part B); sizes are in batches of the training batch."""
+
+    buffer: bool = True  #: prioritised replay buffer (False: FAB without buffer)
+    buffer_batches: int = 512  #: buffer capacity
+    buffer_min_batches: int = 64  #: initial AIS fill of the buffer
+    updates_per_ais: int = 8  #: gradient steps per AIS pass with the buffer
+    weight_clip: float = 10.0  #: cap of the buffer's importance ratios q_old/q
+    #: the AIS towards p^alpha q^(1-alpha); its alpha (2) is FAB's alpha-divergence
+    ais: AISSettings = field(default_factory=AISSettings)
+
+    def validate(self) -> None:
+        if min(self.buffer_batches, self.buffer_min_batches, self.updates_per_ais) < 1:
+            raise SettingsError("buffer_batches, buffer_min_batches and updates_per_ais must be >= 1")
+        if self.buffer_min_batches > self.buffer_batches:
+            raise SettingsError("buffer_min_batches must not exceed buffer_batches")
+        if self.updates_per_ais > self.buffer_min_batches:
+            raise SettingsError(
+                "updates_per_ais must not exceed buffer_min_batches (distinct draws per iteration)"
+            )
+        if not self.weight_clip > 0:
+            raise SettingsError(f"weight_clip must be > 0, got {self.weight_clip}")
+        try:
+            self.ais.validate()
+        except SettingsError as err:
+            raise SettingsError(f"ais: {err}") from None
 
 
 class FlowAnnealedBootstrap(Loss):
@@ -83,6 +115,15 @@ class FlowAnnealedBootstrap(Loss):
         self._pending: list[Tensor] = []  # index batches of this iteration still to train on
         self._to_add: AISResult | None = None  # this iteration's AIS samples (pre-update flow)
         self.last_ais: AISResult | None = None  #: the last AIS pass (for logging)
+
+    @classmethod
+    def from_settings(cls, s: FABSettings, energy: Callable[[Tensor], Tensor], batch_size: int) -> "FlowAnnealedBootstrap":
+        """FAB of settings ``s`` at training batch ``batch_size`` (buffer sizes in batches)."""
+        return cls(
+            energy, batch_size, s.ais, buffer=s.buffer, buffer_capacity=s.buffer_batches * batch_size,
+            buffer_min_length=s.buffer_min_batches * batch_size, n_updates=s.updates_per_ais,
+            weight_clip=s.weight_clip,
+        )
 
     def run_ais(self, flow: Flow, generator: torch.Generator, *, adapt: bool = True, num: int | None = None) -> AISResult:
         """AIS from ``num`` (default ``B``) fresh flow samples towards ``p^alpha q^(1-alpha)``."""

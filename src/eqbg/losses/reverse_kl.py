@@ -12,6 +12,7 @@ modes (the FAB paper's point), which is why tables show coverage beside it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -19,7 +20,12 @@ from torch import Tensor
 from eqbg.flows.base import Flow
 from eqbg.losses.base import Loss
 
-__all__ = ["ReverseKL"]
+__all__ = ["ReverseKL", "ReverseKLSettings"]
+
+
+@dataclass
+class ReverseKLSettings:
+    """Reverse KL (loss ``kl``) has no settings of its own: its batch is the training batch."""
 
 
 class ReverseKL(Loss):

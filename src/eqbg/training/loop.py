@@ -113,8 +113,9 @@ def train_run(
         model: registered model name (:data:`eqbg.flows.registry.MODELS`).
         loss: registered loss name (:data:`eqbg.losses.LOSSES`).
         seed: seeds Python, NumPy, torch and the run's generator.
-        settings: ``{"model": {...}, "ode": {...}, "training": {...}}`` (see
-            :mod:`eqbg.training.settings` and :mod:`eqbg.flows.registry`).
+        settings: ``{"model": {...}, "loss": {...}, "ode": {...}, "training": {...}}`` (see
+            :mod:`eqbg.training.settings`, :mod:`eqbg.flows.registry` and
+            :mod:`eqbg.losses.registry`).
         data_dir: folder with ``train.npz`` (losses that need data) and ``val.npz`` (validation);
             ``None`` for a run that reads neither.
         run_dir: output folder.
@@ -130,13 +131,13 @@ def train_run(
         TrainingDivergedError: the loss or gradient norm became NaN/inf (message names the step).
     """
     run_dir = Path(run_dir)
-    rs = resolve_run_settings(settings)
+    rs = resolve_run_settings(settings, loss)
     ts: TrainingSettings = rs["training"]
     model_dict = model_settings_dict(rs["model"], model)
     ode_dict = asdict(rs["ode"])
     sys_opts = dict(system_options or {})
     sys_obj = get_system(system, **sys_opts)
-    objective = build_loss(loss, ts, sys_obj)
+    objective = build_loss(loss, sys_obj, rs["loss"], ts.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     if ts.num_threads:
@@ -157,6 +158,7 @@ def train_run(
         **identity,
         "system_options": sys_opts,
         "model_settings": model_dict,
+        "loss_settings": asdict(rs["loss"]),
         "ode": ode_dict,
         "training": asdict(ts),
         "data_dir": None if data_dir is None else str(data_dir),

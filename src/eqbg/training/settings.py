@@ -5,22 +5,64 @@ resolve` fills in defaults and rejects unknown keys with a message that lists th
 Every field below is one config key (section ``train:``); its comment is the documentation the
 JSON schema is written from.
 
-``train_run(..., settings)`` takes ``{"model": {...}, "ode": {...}, "training": {...}}``.
-Model settings depend on the model (:mod:`eqbg.flows.registry`), ODE settings are
-:class:`eqbg.flows.ODESettings`.
+``train_run(..., settings)`` takes ``{"model": {...}, "loss": {...}, "ode": {...}, "training":
+{...}}``. Model settings depend on the model (:mod:`eqbg.flows.registry`), loss settings on the
+loss (:mod:`eqbg.losses.registry`), ODE settings are :class:`eqbg.flows.ODESettings`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from eqbg.flows.solver import ODESettings, ODESolver
-from eqbg.sampling.ais import AISSettings
+from eqbg.flows.solver import ODESettings, SolverSettings
+from eqbg.losses import resolve_loss_settings
 from eqbg.settings import SettingsError, asdict, resolve, resolve_device, resolve_dtype
 
-__all__ = ["TrainingSettings", "resolve_run_settings"]
+__all__ = [
+    "TrainingSettings", "MOVED_TRAINING_KEYS", "RENAMED_TRAINING_KEYS", "moved_training_key",
+    "resolve_run_settings",
+]
+
+#: training keys of earlier configs that are a loss's settings now: old key -> (losses, new key)
+MOVED_TRAINING_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sigma": (("fm", "otfm", "eqotfm"), "sigma"),
+    **{f"ml_{k}": (("ml",), k) for k in ("method", "atol", "rtol", "n_steps", "divergence", "exact_max_dim")},
+    **{f"eqot_{k}": (("eqotfm",), k) for k in ("init", "max_iter", "exhaustive_limit", "restarts", "reflections")},
+    **{f"fab_{k}": (("fab",), k) for k in ("buffer", "buffer_batches", "buffer_min_batches", "updates_per_ais", "weight_clip")},
+    "fab_alpha": (("fab",), "ais.alpha"),
+    **{f"ais_{k}": (("fab",), f"ais.{k}") for k in (
+        "n_intermediate", "spacing", "transition", "n_leapfrog", "n_outer", "step_size", "adapt",
+        "target_accept", "adapt_factor")},
+}
+
+
+#: training keys of earlier configs that are in a section of the training settings now
+RENAMED_TRAINING_KEYS: dict[str, str] = {
+    f"val_{k}": f"val_solver.{k}" for k in ("method", "atol", "rtol", "n_steps")
+}
+
+
+def moved_training_key(key: str, where: str = "train") -> str | None:
+    """What to write instead of the training key ``key`` of an earlier config (``None`` when it
+    did not move): the loss settings or the training section that hold it now."""
+    if key in RENAMED_TRAINING_KEYS:
+        section, leaf = RENAMED_TRAINING_KEYS[key].split(".")
+        return (f"{where}.{key} is {where}.{section}.{leaf} now: write "
+                f"`{where.rsplit('.', 1)[-1]}: {{{section}: {{{leaf}: ...}}}}`")
+    if key not in MOVED_TRAINING_KEYS:
+        return None
+    losses, new = MOVED_TRAINING_KEYS[key]
+    *section, leaf = new.split(".")
+    value = "{" + leaf + ": ...}"
+    for name in reversed(section):
+        value = "{" + f"{name}: {value}" + "}"
+    return (
+        f"{where}.{key} is a setting of the loss {' / '.join(losses)} now: write "
+        f"`loss: {value}` in an override whose `when:` names the loss, or set "
+        f"`defaults.loss.<{'|'.join(losses)}>.{new}`"
+    )
 
 
 @dataclass
@@ -47,7 +89,6 @@ class TrainingSettings:
     grad_clip_factor: float = 2.0  #: dynamic mode: clip at this many medians
     grad_skip_factor: float = 10.0  #: dynamic mode: skip above this many medians
     ema_decay: float | None = None  #: EMA of weights (e.g. 0.999); the EMA weights are saved
-    sigma: float = 0.01  #: flow-matching noise: x_t = (1-t) x0 + t x1 + sigma * eps (EFM 0.01)
     n_train: int | None = None  #: use this many training samples (random subset; None: all)
     #: rotate (proper rotations) and relabel (within atom types) every training configuration
     #: at random each step: teaches a non-equivariant model the target's symmetries
@@ -56,51 +97,9 @@ class TrainingSettings:
     val_every: int = 500  #: validation NLL every V steps (0: never; model.pt = final weights)
     val_size: int = 256  #: held-out val configurations used for the validation NLL
     val_exact: bool = True  #: exact divergence for validation (else Hutchinson)
-    val_method: str = "dopri5"  #: solver for validation NLL
-    val_atol: float = 1e-4  #: loose validation tolerances: fast, still ranks checkpoints
-    val_rtol: float = 1e-4  #: see val_atol
-    val_n_steps: int | None = None  #: uniform steps when val_method is a fixed-step solver
+    #: solver of the validation NLL; loose tolerances by default: fast, still ranks checkpoints
+    val_solver: SolverSettings = field(default_factory=lambda: SolverSettings(atol=1e-4, rtol=1e-4))
     val_batch_size: int | None = None  #: integrate the val set in chunks (None: all at once)
-    ml_method: str = "dopri5"  #: solver for maximum-likelihood training (adjoint)
-    ml_atol: float = 1e-4  #: ML training tolerance (E-NF used 1e-4)
-    ml_rtol: float = 1e-4  #: see ml_atol
-    ml_n_steps: int | None = None  #: uniform steps when ml_method is a fixed-step solver
-    #: ML divergence: exact, hutchinson, or auto (exact for closed-form fields and for systems
-    #: with at most ml_exact_max_dim degrees of freedom, Hutchinson otherwise)
-    ml_divergence: str = "auto"
-    #: see ml_divergence. The exact trace costs one backward pass per degree of freedom: on DW4
-    #: (6) a training step took 3.5x as long as with Hutchinson (EGNN 64x5, batch 64, dopri5
-    #: 1e-3), so by default only 1-2 dimensional targets (GMM-40) get it.
-    ml_exact_max_dim: int = 2
-    eqot_init: str = "pca"  #: equivariant-OT local-search start: pca, pca-all, identity
-    eqot_max_iter: int = 20  #: cap on Hungarian/Kabsch alternations per pair
-    eqot_exhaustive_limit: int = 120  #: enumerate within-type permutations up to this many
-    #: further descents of the equivariant-OT local search, each from another starting rotation
-    #: (the other principal-axes sign choices, then random rotations, seeded); each pair keeps
-    #: its best. 3 = all four proper sign choices in 3D; time ~ (1 + restarts) x one descent.
-    #: bench/README.md: 3 makes the median excess over the exhaustive optimum 0 on 6-7
-    #: particles (57-84 % of pairs exact, vs 32-57 % with 0); >= 90 % exact needs 8 (2D) / 64 (3D)
-    eqot_restarts: int = 3
-    #: align by rotations and reflections (O(d)) instead of rotations only; only for
-    #: reflection-invariant targets and reflection-equivariant fields (not alanine dipeptide)
-    eqot_reflections: bool = False
-    # FAB (eqbg.losses.fab) and its annealed importance sampling (eqbg.sampling.ais); the
-    # defaults are the EACF paper's DW4 settings (EACF_FAB.md part B)
-    fab_buffer: bool = True  #: prioritised replay buffer (False: FAB without buffer)
-    fab_buffer_batches: int = 512  #: buffer capacity, in batches of batch_size
-    fab_buffer_min_batches: int = 64  #: initial AIS fill of the buffer, in batches
-    fab_updates_per_ais: int = 8  #: gradient steps per AIS pass with the buffer
-    fab_weight_clip: float = 10.0  #: cap of the buffer's importance ratios q_old/q
-    fab_alpha: float = 2.0  #: the alpha-divergence: AIS targets p^alpha q^(1-alpha)
-    ais_n_intermediate: int = 2  #: AIS intermediate distributions M
-    ais_spacing: str = "linear"  #: AIS beta spacing: linear or geometric
-    ais_transition: str = "hmc"  #: hmc or metropolis
-    ais_n_leapfrog: int = 5  #: leapfrog steps per HMC step
-    ais_n_outer: int = 1  #: transition steps per intermediate distribution
-    ais_step_size: float = 1.0  #: initial HMC step size (Metropolis: proposal scale)
-    ais_adapt: bool = True  #: tune HMC step sizes towards ais_target_accept
-    ais_target_accept: float = 0.65  #: HMC acceptance the step sizes are tuned towards
-    ais_adapt_factor: float = 1.02  #: multiplicative step-size update
     device: str = "auto"  #: cpu, cuda, cuda:N or auto
     dtype: str = "float32"  #: float32 or float64
     num_threads: int | None = None  #: torch.set_num_threads for this run (None: leave)
@@ -136,54 +135,14 @@ class TrainingSettings:
             bad(f"scale must be full or smoke, got {self.scale!r}")
         if self.val_every < 0:
             bad(f"val_every must be >= 0, got {self.val_every}")
-        if self.eqot_init not in ("pca", "pca-all", "identity"):
-            bad(f"eqot_init must be pca, pca-all or identity, got {self.eqot_init!r}")
-        if self.eqot_restarts < 0:
-            bad(f"eqot_restarts must be >= 0, got {self.eqot_restarts}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             bad(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
-        if self.sigma < 0:
-            bad(f"sigma must be >= 0, got {self.sigma}")
-        if self.ml_divergence not in ("auto", "exact", "hutchinson"):
-            bad(f"ml_divergence must be auto, exact or hutchinson, got {self.ml_divergence!r}")
-        for prefix in ("ml", "val"):
-            try:
-                getattr(self, f"{prefix}_solver")
-            except SettingsError as err:
-                bad(f"{prefix}_method/{prefix}_n_steps: {err}")
         try:
-            self.ais_settings.validate()
+            self.val_solver.validate()
         except SettingsError as err:
-            bad(f"ais_*: {err}")
-        if min(self.fab_buffer_batches, self.fab_buffer_min_batches, self.fab_updates_per_ais) < 1:
-            bad("fab_buffer_batches, fab_buffer_min_batches and fab_updates_per_ais must be >= 1")
-        if self.fab_buffer_min_batches > self.fab_buffer_batches:
-            bad("fab_buffer_min_batches must not exceed fab_buffer_batches")
-        if self.fab_updates_per_ais > self.fab_buffer_min_batches:
-            bad("fab_updates_per_ais must not exceed fab_buffer_min_batches (distinct draws per iteration)")
+            bad(f"val_solver: {err}")
         resolve_dtype(self.dtype)
         resolve_device(self.device)
-
-    @property
-    def ais_settings(self) -> AISSettings:
-        """Annealed importance sampling of FAB training."""
-        return AISSettings(
-            n_intermediate=self.ais_n_intermediate, spacing=self.ais_spacing,
-            transition=self.ais_transition, n_leapfrog=self.ais_n_leapfrog,
-            n_outer=self.ais_n_outer, step_size=self.ais_step_size, adapt=self.ais_adapt,
-            target_accept=self.ais_target_accept, adapt_factor=self.ais_adapt_factor,
-            alpha=self.fab_alpha,
-        )
-
-    @property
-    def ml_solver(self) -> ODESolver:
-        """Solver of maximum-likelihood training."""
-        return ODESolver(self.ml_method, float(self.ml_atol), float(self.ml_rtol), self.ml_n_steps)
-
-    @property
-    def val_solver(self) -> ODESolver:
-        """Solver of the validation NLL."""
-        return ODESolver(self.val_method, float(self.val_atol), float(self.val_rtol), self.val_n_steps)
 
     def result_key(self) -> dict[str, Any]:
         """The settings that change what training produces: everything but thread counts,
@@ -197,16 +156,23 @@ class TrainingSettings:
         return key
 
 
-def resolve_run_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Split ``{"model", "ode", "training"}`` and resolve the ``ode``/``training`` parts."""
+def resolve_run_settings(settings: Mapping[str, Any] | None, loss: str) -> dict[str, Any]:
+    """Split ``{"model", "loss", "ode", "training"}`` and resolve the ``loss`` (the settings of
+    loss ``loss``), ``ode`` and ``training`` parts; a training key that moved to a loss's
+    settings is refused with its new place."""
     settings = dict(settings or {})
-    unknown = sorted(set(settings) - {"model", "ode", "training"})
+    sections = ["model", "loss", "ode", "training"]
+    unknown = sorted(set(settings) - set(sections))
     if unknown:
-        raise SettingsError(
-            f"unknown top-level training setting(s) {unknown}; valid: ['model', 'ode', 'training']"
-        )
+        raise SettingsError(f"unknown top-level training setting(s) {unknown}; valid: {sections}")
+    training = dict(settings.get("training") or {})
+    for key in training:
+        message = moved_training_key(key, "training")
+        if message is not None:
+            raise SettingsError(message)
     return {
         "model": dict(settings.get("model") or {}),
+        "loss": resolve_loss_settings(loss, settings.get("loss")),
         "ode": resolve(ODESettings, settings.get("ode"), "ode"),
-        "training": resolve(TrainingSettings, settings.get("training"), "training"),
+        "training": resolve(TrainingSettings, training, "training"),
     }

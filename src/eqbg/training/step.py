@@ -25,7 +25,7 @@ class TrainingDivergedError(FloatingPointError):
 def _val_nll(flow: Flow, x: Tensor, ts: TrainingSettings, gen: torch.Generator) -> float:
     """Mean NLL (nats per configuration) of ``x`` with the validation solver."""
     lp = flow.log_prob(
-        x, generator=gen, batch_size=ts.val_batch_size, solver=ts.val_solver, exact=ts.val_exact
+        x, generator=gen, batch_size=ts.val_batch_size, solver=ts.val_solver.solver, exact=ts.val_exact
     )
     return float(-lp.double().mean())
 
