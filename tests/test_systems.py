@@ -715,13 +715,22 @@ def test_lj_soft_core_option_from_a_validated_config():
         get_system("dw4", r_c=0.5)
 
 
-def test_observables_and_their_methods():
+def test_observables_are_the_capability_protocols_a_system_implements():
+    from eqbg.systems import HasChirality, HasDihedrals, HasModes, HasTestFunction
+
     lj = get_system("lj13")
     assert lj.observables == () and lj.mean_energy is None
-    with pytest.raises(NotImplementedError, match="dihedrals"):
-        lj.dihedrals(torch.zeros(1, 13, 3))
-    with pytest.raises(NotImplementedError, match="chirality"):
-        lj.chirality(torch.zeros(1, 13, 3))
+    assert not isinstance(lj, (HasDihedrals, HasChirality, HasModes, HasTestFunction))
+    gmm = get_system("gmm40")
+    assert isinstance(gmm, HasModes) and isinstance(gmm, HasTestFunction) and not isinstance(gmm, HasDihedrals)
+    assert gmm.observables == ("modes", "test_function")
+
+    class Helix(type(lj)):  # a user's system gains the observable by implementing its protocol
+        def dihedrals(self, x):
+            return np.zeros(len(x)), np.zeros(len(x))
+
+    helix = Helix(n_particles=13, spatial_dim=3, name="helix")
+    assert isinstance(helix, HasDihedrals) and helix.observables == ("dihedrals",)
 
 
 def test_aldp_dihedrals_and_chirality(aldp):

@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from eqbg.flows.registry import build_flow
 from eqbg.settings import resolve_device, resolve_dtype
 from eqbg.systems import get_system
 
-__all__ = ["IDENTITY_KEYS", "RunDir", "json_clean", "load_flow", "run_identifiers"]
+__all__ = ["IDENTITY_KEYS", "RunDir", "DataDir", "json_clean", "load_flow", "run_identifiers"]
 
 #: Fields of a run's identity, as its ``config.json`` records them.
 IDENTITY_KEYS = ("system", "model", "loss", "variant", "seed")
@@ -64,42 +65,79 @@ def json_clean(obj: Any) -> Any:
     return obj
 
 
+def _declared(root: Path | None, files: Mapping[str, str | Path | None]) -> tuple[Path, dict[str, Path]]:
+    """``(root, {name: path})`` of the files a rule declared (``None``: not declared); the root
+    defaults to the folder of the first declared file."""
+    paths = {name: Path(path) for name, path in files.items() if path is not None}
+    if root is None:
+        if not paths:
+            raise ValueError("a folder needs its root or at least one declared file")
+        root = next(iter(paths.values())).parent
+    return Path(root), paths
+
+
 @dataclass(frozen=True)
 class RunDir:
-    """The files of one run folder (paths are not required to exist)."""
+    """The files of one run folder (paths are not required to exist).
+
+    Each file is ``root/<its name>`` unless ``files`` names its path: a stage built from the
+    paths its rule declares (:meth:`from_files`) reads exactly those.
+    """
 
     root: Path
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+    #: the files of a run folder: attribute -> file name
+    NAMES = MappingProxyType({
+        "config": "config.json", "checkpoint": "checkpoint.pt", "model": "model.pt",
+        "train_curve": "train.csv", "samples": "samples.npz", "metrics": "metrics.json",
+        "eval_npz": "eval.npz",
+    })
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+        unknown = sorted(set(self.files) - set(self.NAMES))
+        if unknown:
+            raise ValueError(f"unknown run files {unknown}; a run folder has {sorted(self.NAMES)}")
+        object.__setattr__(self, "files", MappingProxyType({k: Path(v) for k, v in self.files.items()}))
+
+    @classmethod
+    def from_files(cls, root: str | Path | None = None, **files: str | Path | None) -> "RunDir":
+        """The run folder of the files a rule declared (``config=..., model=..., ...``; the root
+        is their folder unless given)."""
+        root, paths = _declared(None if root is None else Path(root), files)
+        return cls(root, paths)
+
+    def _file(self, name: str) -> Path:
+        return self.files.get(name, self.root / self.NAMES[name])
 
     @property
     def config(self) -> Path:
-        return self.root / "config.json"
+        return self._file("config")
 
     @property
     def checkpoint(self) -> Path:
-        return self.root / "checkpoint.pt"
+        return self._file("checkpoint")
 
     @property
     def model(self) -> Path:
-        return self.root / "model.pt"
+        return self._file("model")
 
     @property
     def train_curve(self) -> Path:
-        return self.root / "train.csv"
+        return self._file("train_curve")
 
     @property
     def samples(self) -> Path:
-        return self.root / "samples.npz"
+        return self._file("samples")
 
     @property
     def metrics(self) -> Path:
-        return self.root / "metrics.json"
+        return self._file("metrics")
 
     @property
     def eval_npz(self) -> Path:
-        return self.root / "eval.npz"
+        return self._file("eval_npz")
 
     def read_config(self) -> dict[str, Any]:
         """The run's ``config.json``."""
@@ -148,8 +186,50 @@ class RunDir:
         io.write_json(metrics_path, json_clean(dict(metrics)))
 
 
+@dataclass(frozen=True)
+class DataDir:
+    """The files of a system's reference-data folder, ``results/data/{system}``, that runs read:
+    the splits, the data stage's provenance (its cost) and, for systems with backbone dihedrals,
+    the umbrella-sampling reference of the phi populations. Each is ``root/<its name>`` unless
+    ``files`` names its path (:meth:`from_files`: the paths a rule declared)."""
+
+    root: Path
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+    #: attribute -> file name
+    NAMES = MappingProxyType({
+        "train": "train.npz", "val": "val.npz", "test": "test.npz",
+        "provenance": "provenance.json", "population": "md_population.json",
+    })
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+        unknown = sorted(set(self.files) - set(self.NAMES))
+        if unknown:
+            raise ValueError(f"unknown data files {unknown}; a data folder has {sorted(self.NAMES)}")
+        object.__setattr__(self, "files", MappingProxyType({k: Path(v) for k, v in self.files.items()}))
+
+    @classmethod
+    def from_files(cls, root: str | Path | None = None, **files: str | Path | None) -> "DataDir":
+        """The data folder of the files a rule declared (``train=..., test=..., ...``)."""
+        root, paths = _declared(None if root is None else Path(root), files)
+        return cls(root, paths)
+
+    def split(self, name: str) -> Path:
+        """``train``, ``val`` or ``test``."""
+        return self.files.get(name, self.root / self.NAMES[name])
+
+    @property
+    def provenance(self) -> Path:
+        return self.files.get("provenance", self.root / self.NAMES["provenance"])
+
+    @property
+    def population(self) -> Path:
+        return self.files.get("population", self.root / self.NAMES["population"])
+
+
 def load_flow(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     *,
     ode: Mapping[str, Any] | None = None,
     device: str = "cpu",
@@ -158,7 +238,7 @@ def load_flow(
     """Rebuild the trained flow of ``run_dir`` from its self-describing ``model.pt``.
 
     Args:
-        run_dir: a training run folder (``model.pt``, ``config.json``).
+        run_dir: a training run folder (``model.pt``, ``config.json``), or a :class:`RunDir`.
         ode: overrides of the stored ODE settings (e.g. tighter tolerances for the test NLL).
         device: where to put the model (``auto`` allowed).
         dtype: ``float32``/``float64`` (default: the training dtype).
@@ -166,7 +246,7 @@ def load_flow(
     Returns:
         ``(flow in eval mode without gradients, the run's config.json)``.
     """
-    run = RunDir(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     for p in (run.config, run.model):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: is {run.root} a finished training run?")

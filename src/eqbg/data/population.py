@@ -30,7 +30,7 @@ import numpy as np
 
 from eqbg import io
 from eqbg.data.md import KB_KJ_PER_MOL_K, run_trajectories, trajectory_seeds
-from eqbg.systems import get_system
+from eqbg.systems import HasDihedrals, get_system
 
 __all__ = [
     "PHI_WINDOWS",
@@ -251,7 +251,7 @@ def write_phi_population(
     (``report_path``, JSON) and the windows' phi series (``phi_path``, npz ``phi`` radians and
     ``centres``)."""
     system = get_system(system_name, **dict(options))
-    if "dihedrals" not in system.observables or not hasattr(system, "system"):
+    if not isinstance(system, HasDihedrals) or not hasattr(system, "system"):
         raise ValueError(f"system {system_name!r} has no OpenMM system with backbone dihedrals")
     report, phi = phi_population(system, settings)
     record = io.provenance(system=system_name, system_options=dict(options), **report)

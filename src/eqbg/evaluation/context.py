@@ -22,6 +22,7 @@ from eqbg.evaluation.weights import (
     normalised_weights,
 )
 from eqbg.flows import DENSITY_KINDS
+from eqbg.systems.base import HasChirality
 
 __all__ = ["EvaluationContext", "compute_energies", "log_q_density"]
 
@@ -157,7 +158,7 @@ class EvaluationContext:
         """``(x, x_test, was_d, was_d_test)`` for the dihedral observables: chiral systems'
         D-configurations mirrored into L (``system.map_to_l``, exact for the symmetrised target),
         others unchanged (``was_d`` all false)."""
-        if "chirality" not in self.system.observables:
+        if not isinstance(self.system, HasChirality):
             return self.x, self.x_test, np.zeros(self.n, bool), np.zeros(self.m, bool)
         x_obs, was_d = self.system.map_to_l(self.x)
         x_test_obs, was_d_test = self.system.map_to_l(self.x_test)

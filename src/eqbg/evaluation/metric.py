@@ -17,7 +17,7 @@ import numpy as np
 
 from eqbg.evaluation.context import EvaluationContext
 
-__all__ = ["METRICS", "MetricSpec", "always", "register_metric", "compute_metrics", "has_observable"]
+__all__ = ["METRICS", "MetricSpec", "always", "register_metric", "compute_metrics", "implements"]
 
 MetricResult = tuple[dict[str, Any], dict[str, np.ndarray]]
 
@@ -27,13 +27,14 @@ def always(ctx: EvaluationContext) -> bool:
     return True
 
 
-def has_observable(name: str) -> Callable[[EvaluationContext], bool]:
-    """A metric of systems that declare the observable ``name`` (``System.observables``)."""
+def implements(capability: type) -> Callable[[EvaluationContext], bool]:
+    """A metric of systems that implement the capability protocol ``capability`` (e.g.
+    :class:`eqbg.systems.base.HasModes`)."""
 
     def applies(ctx: EvaluationContext) -> bool:
-        return name in ctx.system.observables
+        return isinstance(ctx.system, capability)
 
-    applies.__doc__ = f"Systems with the {name!r} observable."
+    applies.__doc__ = f"Systems that are {capability.__name__}."
     return applies
 
 

@@ -26,7 +26,7 @@ from eqbg.evaluation.metric import METRICS, always, compute_metrics
 from eqbg.evaluation.run_metrics import RUN_METRICS, RunContext, compute_run_metrics
 from eqbg.evaluation.settings import resolve_settings, split_run_settings
 from eqbg.io import provenance
-from eqbg.rundir import IDENTITY_KEYS, RunDir, load_flow, run_identifiers
+from eqbg.rundir import IDENTITY_KEYS, DataDir, RunDir, load_flow, run_identifiers
 from eqbg.systems import get_system
 
 __all__ = ["METRIC_KEYS", "evaluate_run", "evaluate_samples", "metric_labels"]
@@ -107,8 +107,8 @@ def evaluate_samples(
 
 def evaluate_run(
     system: str,
-    run_dir: str | Path,
-    data_dir: str | Path,
+    run_dir: str | Path | RunDir,
+    data_dir: str | Path | DataDir,
     settings: Mapping[str, Any] | None,
     out_path: str | Path,
     *,
@@ -123,8 +123,11 @@ def evaluate_run(
 
     Args:
         system: system name (``eqbg.systems.get_system``).
-        run_dir: ``results/runs/{system}/{model}/{loss}/seed{seed}``.
-        data_dir: ``results/data/{system}`` holding ``test.npz``.
+        run_dir: ``results/runs/{system}/{model}/{loss}/seed{seed}``, or a :class:`RunDir` of the
+            files the evaluate rule declared.
+        data_dir: ``results/data/{system}`` holding ``test.npz`` (and the data stage's
+            provenance, the umbrella-sampling reference where there is one), or a
+            :class:`DataDir` of the files the rule declared.
         settings: overrides of :data:`eqbg.evaluation.settings.DEFAULT_SETTINGS`, flat, or a
             full run-settings dict (see :func:`eqbg.evaluation.settings.split_run_settings`; its
             ``system_options`` go to ``get_system``).
@@ -134,18 +137,19 @@ def evaluate_run(
     Returns:
         The metrics dict that was written.
     """
-    run, data_dir = RunDir(run_dir), Path(data_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    data = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir)
     eval_settings, system_options = split_run_settings(settings)
     cfg = resolve_settings(eval_settings)
     sys_obj = get_system(system, **system_options)
 
     samples_path = Path(samples_path) if samples_path else run.samples
     samples = run.read_samples(samples_path)
-    x_test = load_dataset(data_dir / "test.npz", system=sys_obj, split="test")
+    x_test = load_dataset(data.split("test"), system=sys_obj, split="test")
 
     flow = None
     if cfg["compute_nll"]:
-        flow, _ = load_flow(run.root, ode=cfg["nll_ode"], device=cfg["device"], dtype=cfg["nll_dtype"])
+        flow, _ = load_flow(run, ode=cfg["nll_ode"], device=cfg["device"], dtype=cfg["nll_dtype"])
     config = run.read_config()
     ident = run_identifiers(config)
     if ident["system"] != system:
@@ -156,14 +160,14 @@ def evaluate_run(
     metrics, arrays = evaluate_samples(
         sys_obj, samples, x_test, flow=flow, settings=cfg, loss=ident.get("loss"), train_curve=curve
     )
-    ctx = RunContext(run, data_dir, sys_obj, flow, cfg, config)
+    ctx = RunContext(run, data, sys_obj, flow, cfg, config)
     compute_run_metrics(ctx, metrics, arrays)
     metrics["provenance"] = provenance(
         stage="evaluate",
         settings=cfg,
         system_options=system_options,
         samples=str(samples_path),
-        test_data=str(data_dir / "test.npz"),
+        test_data=str(data.split("test")),
         run_config=config,
     )
     run.write_evaluation(metrics, arrays, ident, metrics_path=out_path, eval_npz_path=eval_npz_path)

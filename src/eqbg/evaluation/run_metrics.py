@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,9 @@ import numpy as np
 from eqbg.evaluation.ais import ais_refinement, supports_ais
 from eqbg.evaluation.cost import COST_LABELS, run_cost
 from eqbg.evaluation.paths import integration_subset
-from eqbg.evaluation.settings import REFERENCE_POPULATION_FILE
 from eqbg.io import read_json
-from eqbg.rundir import RunDir, run_identifiers
+from eqbg.rundir import DataDir, RunDir, run_identifiers
+from eqbg.systems.base import HasDihedrals
 
 __all__ = ["RUN_METRICS", "RunContext", "RunMetricSpec", "compute_run_metrics", "register_run_metric"]
 
@@ -33,7 +32,7 @@ class RunContext:
     """A run folder under evaluation."""
 
     run: RunDir
-    data_dir: Path  #: ``results/data/{system}``
+    data: DataDir  #: the system's reference-data files (``results/data/{system}``)
     system: Any  #: the target
     flow: Any | None  #: the trained flow (None when the evaluation does not load it)
     cfg: dict[str, Any]  #: resolved evaluation settings
@@ -92,13 +91,13 @@ def _ais(ctx: RunContext, metrics: dict[str, Any]) -> MetricResult:
 
 
 def _has_reference_population(ctx: RunContext) -> bool:
-    return "dihedrals" in ctx.system.observables and (ctx.data_dir / REFERENCE_POPULATION_FILE).is_file()
+    return isinstance(ctx.system, HasDihedrals) and ctx.data.population.is_file()
 
 
 def _reference_population(ctx: RunContext, metrics: dict[str, Any]) -> MetricResult:
     """The converged phi > 0 free-energy difference by umbrella sampling (eqbg.data.population):
     the laptop MD test data hardly visit phi > 0, so ``delta_f_data`` says little."""
-    pop = read_json(ctx.data_dir / REFERENCE_POPULATION_FILE)["intervals"]["phi_positive"]
+    pop = read_json(ctx.data.population)["intervals"]["phi_positive"]
     return {"delta_f_reference": pop["delta_f_kt"], "delta_f_reference_err": pop["delta_f_se"]}, {}
 
 
@@ -117,7 +116,7 @@ def _records(ctx: RunContext, metrics: dict[str, Any]) -> MetricResult:
 
 def _cost(ctx: RunContext, metrics: dict[str, Any]) -> MetricResult:
     """The cost record (eqbg.evaluation.cost) from the metrics so far and the data's provenance."""
-    data_provenance = ctx.data_dir / "provenance.json"
+    data_provenance = ctx.data.provenance
     return run_cost(metrics, read_json(data_provenance) if data_provenance.is_file() else None), {}
 
 

@@ -13,7 +13,7 @@ from eqbg.flows.solver import ODESettings
 from eqbg.settings import SettingsError, asdict, resolve, resolve_device, resolve_dtype
 
 __all__ = [
-    "EvaluationSettings", "DEFAULT_SETTINGS", "REFERENCE_POPULATION_FILE", "RUN_SECTIONS", "resolve_settings", "split_run_settings",
+    "EvaluationSettings", "DEFAULT_SETTINGS", "RUN_SECTIONS", "resolve_settings", "split_run_settings",
 ]
 
 @dataclass
@@ -73,10 +73,6 @@ class EvaluationSettings:
 
 #: Evaluation settings and their defaults, as a dict (:class:`EvaluationSettings`)
 DEFAULT_SETTINGS: dict[str, Any] = asdict(EvaluationSettings())
-
-#: File beside ``test.npz`` with the umbrella-sampling reference of the phi populations
-#: (``eqbg.data.population``), read by :func:`evaluate_run` when present.
-REFERENCE_POPULATION_FILE = "md_population.json"
 
 #: Sections of a full run-settings dict (``eqbg.pipeline.run_settings``).
 RUN_SECTIONS = ("model", "loss", "train", "ode", "sample", "evaluate")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from eqbg import io
-from eqbg.rundir import load_flow
+from eqbg.rundir import RunDir, load_flow
 from eqbg.sampling.settings import SamplingSettings
 from eqbg.settings import SettingsError, resolve, resolve_device
 
@@ -27,7 +27,7 @@ __all__ = ["sample_run"]
 
 
 def sample_run(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     n_samples: int,
     settings: Mapping[str, Any] | None,
     out_path: str | Path,
@@ -36,7 +36,8 @@ def sample_run(
     """Draw ``n_samples`` from the run's model and write them to ``out_path`` (atomically).
 
     Args:
-        run_dir: training run folder (``model.pt``, ``config.json``).
+        run_dir: training run folder (``model.pt``, ``config.json``), or a :class:`RunDir` of the
+            files the sample rule declared.
         n_samples: number of samples.
         settings: :class:`SamplingSettings` keys.
         out_path: the ``samples.npz`` to write.

@@ -30,6 +30,10 @@ from typing import Any
 
 from eqbg.systems.base import (
     OBSERVABLES,
+    HasChirality,
+    HasDihedrals,
+    HasModes,
+    HasTestFunction,
     REFERENCE_SAMPLERS,
     SPEC_FIELDS,
     ExactSystem,
@@ -202,6 +206,10 @@ def __getattr__(attr: str) -> Any:
 __all__ = [
     "KNOWN_SYSTEMS",
     "OBSERVABLES",
+    "HasChirality",
+    "HasDihedrals",
+    "HasModes",
+    "HasTestFunction",
     "REFERENCE_SAMPLERS",
     "SPEC_FIELDS",
     "SYSTEM_SPECS",

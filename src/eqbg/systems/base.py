@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -20,12 +20,59 @@ from torch import Tensor
 #: molecular dynamics (OpenMM), or an exact sampler.
 REFERENCE_SAMPLERS: tuple[str, ...] = ("mcmc", "md", "exact")
 
-#: Extra observables a system may offer beyond energies and pair distances, each with the
-#: :class:`System` methods that compute it: ``"dihedrals"`` -> :meth:`System.dihedrals`,
-#: ``"chirality"`` -> :meth:`System.chirality` and :meth:`System.map_to_l`, ``"modes"`` ->
-#: :meth:`System.mode_index` (with an ``n_modes`` attribute), ``"test_function"`` ->
-#: :meth:`System.quadratic_test_function`.
-OBSERVABLES: tuple[str, ...] = ("dihedrals", "chirality", "modes", "test_function")
+@runtime_checkable
+class HasDihedrals(Protocol):
+    """A system with backbone dihedrals (observable ``"dihedrals"``)."""
+
+    def dihedrals(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(phi, psi)``, each ``(batch,)`` in radians in ``(-pi, pi]``, of ``x: (batch, n, d)``."""
+        ...
+
+
+@runtime_checkable
+class HasChirality(Protocol):
+    """A chiral system (observable ``"chirality"``)."""
+
+    def chirality(self, x: Tensor | np.ndarray) -> np.ndarray:
+        """Signed chirality volume ``(batch,)`` of ``x`` (positive: the natural enantiomer)."""
+        ...
+
+    def map_to_l(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x with the unnatural enantiomers mirrored, which were mirrored (batch,) bool)``."""
+        ...
+
+
+@runtime_checkable
+class HasModes(Protocol):
+    """A target with known, countable modes (observable ``"modes"``)."""
+
+    n_modes: int  #: number of modes
+
+    def mode_index(self, x: Tensor) -> Tensor:
+        """``(batch,)`` index in ``[0, n_modes)`` of each configuration's mode (-1: in none)."""
+        ...
+
+
+@runtime_checkable
+class HasTestFunction(Protocol):
+    """A target with a test function of exactly known expectation (observable ``"test_function"``)."""
+
+    def quadratic_test_function(
+        self, seed: int = 0, draw_dtype: torch.dtype = torch.float64
+    ) -> tuple[Callable[[Tensor], Tensor], float]:
+        """``(f, E_p[f])``: a test function (its random coefficients drawn in ``draw_dtype``)
+        and its exact expectation under the target."""
+        ...
+
+
+#: Observables a system may offer beyond energies and pair distances: name -> the capability
+#: protocol a system implements to offer it. A system's ``observables`` are derived from the
+#: protocols it implements; its :class:`SystemSpec` declares them for the workflow (which builds
+#: no system), and :func:`eqbg.systems.get_system` holds the two equal.
+OBSERVABLES: Mapping[str, type] = MappingProxyType({
+    "dihedrals": HasDihedrals, "chirality": HasChirality, "modes": HasModes,
+    "test_function": HasTestFunction,
+})
 
 
 @dataclass(frozen=True)
@@ -115,13 +162,14 @@ class System:
 
     * ``reference_sampler``: how reference data are made, one of :data:`REFERENCE_SAMPLERS`
       (``"mcmc"`` here, ``"exact"`` for :class:`ExactSystem`, ``"md"`` for OpenMM systems).
-    * ``observables``: extra observables (:data:`OBSERVABLES`) with their methods.
+    * :attr:`observables`: derived from the capability protocols of :data:`OBSERVABLES` the
+      system implements (:class:`HasDihedrals`, :class:`HasChirality`, :class:`HasModes`,
+      :class:`HasTestFunction`).
     * ``second_derivatives``: whether autograd can differentiate the energy twice.
     * :attr:`mean_energy`: exact ``E_p[u]`` where known, else ``None``.
     """
 
     reference_sampler: str = "mcmc"
-    observables: tuple[str, ...] = ()
     second_derivatives: bool = True
 
     name: str
@@ -207,37 +255,14 @@ class System:
         return self.energy(x)
 
     @property
+    def observables(self) -> tuple[str, ...]:
+        """The extra observables this system offers: those whose protocol it implements."""
+        return tuple(name for name, protocol in OBSERVABLES.items() if isinstance(self, protocol))
+
+    @property
     def mean_energy(self) -> float | None:
         """Exact mean reduced energy ``E_p[u]`` (kT) under ``p ∝ exp(-u)``; ``None`` if unknown."""
         return None
-
-    def dihedrals(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Backbone dihedrals ``(phi, psi)``, each ``(batch,)`` in radians in ``(-pi, pi]``, of
-        positions ``x: (batch, n, d)``; only for systems with ``"dihedrals"`` in ``observables``."""
-        raise NotImplementedError(f"{self.name} has no backbone dihedrals ({self.observables=})")
-
-    def chirality(self, x: Tensor | np.ndarray) -> np.ndarray:
-        """Signed chirality volume ``(batch,)`` of ``x: (batch, n, d)`` (positive: the natural
-        enantiomer); only for systems with ``"chirality"`` in ``observables``."""
-        raise NotImplementedError(f"{self.name} has no chirality observable ({self.observables=})")
-
-    def map_to_l(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(x with the unnatural enantiomers mirrored, which were mirrored (batch,) bool)``;
-        only for systems with ``"chirality"`` in ``observables``."""
-        raise NotImplementedError(f"{self.name} has no chirality observable ({self.observables=})")
-
-    def mode_index(self, x: Tensor) -> Tensor:
-        """``(batch,)`` index in ``[0, n_modes)`` of the mode each configuration lies in (-1: in
-        none); only for systems with ``"modes"`` in ``observables``."""
-        raise NotImplementedError(f"{self.name} has no known modes ({self.observables=})")
-
-    def quadratic_test_function(
-        self, seed: int = 0, draw_dtype: torch.dtype = torch.float64
-    ) -> tuple[Callable[[Tensor], Tensor], float]:
-        """``(f, E_p[f])``: a test function (its random coefficients drawn in ``draw_dtype``) and
-        its exact expectation under the target; only for systems with ``"test_function"`` in
-        ``observables``."""
-        raise NotImplementedError(f"{self.name} has no test function ({self.observables=})")
 
     def spec_mismatch(self, spec: SystemSpec) -> list[str]:
         """Fields of :data:`SPEC_FIELDS` on which this system and ``spec`` disagree (empty when

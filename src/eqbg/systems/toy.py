@@ -32,8 +32,6 @@ class GaussianMixture40(ExactSystem):
     Positions have shape ``(batch, 1, 2)`` (one "particle" in 2D).
     """
 
-    observables = ("modes", "test_function")
-
     def __init__(
         self,
         *,
@@ -183,8 +181,6 @@ class ManyWell(ExactSystem):
     _L = 7.0
     _h_quad = 1e-3
     _h_env = 2e-3
-
-    observables = ("modes",)
 
     def __init__(self, n_wells: int = 16) -> None:
         super().__init__(

@@ -10,18 +10,19 @@ import torch
 from torch import Tensor
 
 from eqbg.data import load_dataset
+from eqbg.rundir import DataDir
 from eqbg.training.settings import TrainingSettings
 from eqbg.training.state import TrainingState
 
 __all__ = ["next_batch", "shuffle", "training_data"]
 
 
-def _load_split(data_dir: Path, split: str, system: Any) -> Tensor:
-    return load_dataset(Path(data_dir) / f"{split}.npz", system=system, split=split)
+def _load_split(data: DataDir, split: str, system: Any) -> Tensor:
+    return load_dataset(data.split(split), system=system, split=split)
 
 
 def training_data(
-    loss: str, needs_data: bool, data_dir: str | Path | None, ts: TrainingSettings, system: Any, seed: int,
+    loss: str, needs_data: bool, data_dir: str | Path | DataDir | None, ts: TrainingSettings, system: Any, seed: int,
     device: torch.device, dtype: torch.dtype,
 ) -> tuple[Tensor | None, Tensor | None]:
     """``(train_x, val_x)``: the training configurations (``n_train`` of them, drawn with
@@ -32,11 +33,12 @@ def training_data(
         ValueError: no data folder where one is needed, or ``n_train`` / ``batch_size`` larger
             than the training split.
     """
+    data = data_dir if isinstance(data_dir, DataDir) or data_dir is None else DataDir(data_dir)
     train_x = None
     if needs_data:
-        if data_dir is None:
+        if data is None:
             raise ValueError(f"loss {loss!r} trains on data, but no data folder was given")
-        train_x = _load_split(Path(data_dir), "train", system)
+        train_x = _load_split(data, "train", system)
         if ts.n_train is not None:
             if ts.n_train > len(train_x):
                 raise ValueError(f"training.n_train={ts.n_train} exceeds the {len(train_x)} training samples")
@@ -47,9 +49,9 @@ def training_data(
         train_x = train_x.to(device=device, dtype=dtype)
     val_x = None
     if ts.val_every > 0:
-        if data_dir is None:
+        if data is None:
             raise ValueError("validation (val_every > 0) needs the data folder with val.npz")
-        v = _load_split(Path(data_dir), "val", system)
+        v = _load_split(data, "val", system)
         sel = torch.randperm(len(v), generator=torch.Generator().manual_seed(seed + 1))
         val_x = v[sel[: ts.val_size]].to(device=device, dtype=dtype)
     return train_x, val_x

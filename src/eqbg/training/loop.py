@@ -38,6 +38,7 @@ from eqbg import io
 from eqbg.flows.base import Flow
 from eqbg.flows.registry import build_flow, model_settings_dict
 from eqbg.losses import Loss, build_loss
+from eqbg.rundir import DataDir
 from eqbg.settings import asdict, resolve_device, resolve_dtype
 from eqbg.systems import get_system
 from eqbg.training.augmentation import augment_batch
@@ -99,7 +100,7 @@ def train_run(
     loss: str,
     seed: int,
     settings: Mapping[str, Any] | None,
-    data_dir: str | Path | None,
+    data_dir: str | Path | DataDir | None,
     run_dir: str | Path,
     *,
     variant: str | None = None,
@@ -116,8 +117,9 @@ def train_run(
         settings: ``{"model": {...}, "loss": {...}, "ode": {...}, "training": {...}}`` (see
             :mod:`eqbg.training.settings`, :mod:`eqbg.flows.registry` and
             :mod:`eqbg.losses.registry`).
-        data_dir: folder with ``train.npz`` (losses that need data) and ``val.npz`` (validation);
-            ``None`` for a run that reads neither.
+        data_dir: folder with ``train.npz`` (losses that need data) and ``val.npz`` (validation),
+            or a :class:`~eqbg.rundir.DataDir` of the files the train rule declared; ``None`` for
+            a run that reads neither.
         run_dir: output folder.
         variant: the grid cell's variant name (identity only: its settings arrive in
             ``settings``).
@@ -161,7 +163,7 @@ def train_run(
         "loss_settings": asdict(rs["loss"]),
         "ode": ode_dict,
         "training": asdict(ts),
-        "data_dir": None if data_dir is None else str(data_dir),
+        "data_dir": None if data_dir is None else str(data_dir.root if isinstance(data_dir, DataDir) else data_dir),
         "n_train": None if train_x is None else int(len(train_x)),
         "device": str(device),
     }

@@ -4,7 +4,7 @@ order of ``metrics.json``). A new metric is one module and one :func:`register_m
 
 from __future__ import annotations
 
-from eqbg.evaluation.metric import has_observable, register_metric
+from eqbg.evaluation.metric import implements, register_metric
 from eqbg.evaluation.metrics import (
     chirality,
     dihedrals,
@@ -18,6 +18,7 @@ from eqbg.evaluation.metrics import (
     quadratic_bias,
     sampling_cost,
 )
+from eqbg.systems.base import HasChirality, HasDihedrals, HasModes, HasTestFunction
 
 register_metric("failures", failures.failures, failures.KEYS, "sample counts and failed samples",
                 labels={"frac_failed": "failed (frac.)"})
@@ -26,11 +27,11 @@ register_metric("ess", ess.reverse_ess, ess.KEYS, "Kish's ESS of the importance 
 register_metric("log_z", log_z.log_z_error, log_z.KEYS, "importance-sampling log Z and its error",
                 applies=log_z.knows_log_z, labels={"log_z_error": "log Z err."})
 register_metric("modes", modes.mode_coverage, modes.KEYS, "modes reached by the valid samples",
-                applies=has_observable("modes"),
+                applies=implements(HasModes),
                 labels={"mode_coverage": "modes reached (frac.)", "mode_coverage_bound": "modes bound (n/modes)"})
 register_metric("quadratic_bias", quadratic_bias.quadratic_bias, quadratic_bias.KEYS,
                 "FAB's bias of a quadratic expectation, both conventions",
-                applies=has_observable("test_function"), labels={
+                applies=implements(HasTestFunction), labels={
                     "quadratic_bias_weighted": "bias E[f] rew.", "quadratic_bias_unweighted": "bias E[f]",
                     "quadratic_bias_weighted_fab": "bias E[f] rew. (FAB conv.)",
                     "quadratic_bias_unweighted_fab": "bias E[f] (FAB conv.)"})
@@ -46,9 +47,9 @@ register_metric("distances", distances.distance_distribution, distances.KEYS,
                 "interatomic distance distributions: W2", applies=distances.is_particle_system,
                 labels={"distance_w2": "dist-W2"})
 register_metric("chirality", chirality.d_chirality, chirality.KEYS, "share of D configurations",
-                applies=has_observable("chirality"), labels={"frac_d_chirality_flow": "D-form (frac.)"})
+                applies=implements(HasChirality), labels={"frac_d_chirality_flow": "D-form (frac.)"})
 register_metric("dihedrals", dihedrals.dihedral_observables, dihedrals.KEYS,
-                "basin free energy, Ramachandran and phi/psi KL", applies=has_observable("dihedrals"), labels={
+                "basin free energy, Ramachandran and phi/psi KL", applies=implements(HasDihedrals), labels={
                     "delta_f_data": "ΔF MD test (kT)", "delta_f_reweighted": "ΔF rew. (kT)",
                     "ramachandran_kl_flow": "Rama KL", "ramachandran_kl_reweighted": "Rama KL rew.",
                     "phi_kl_reweighted": "φ KL rew.", "psi_kl_reweighted": "ψ KL rew."})

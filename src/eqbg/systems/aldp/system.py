@@ -72,13 +72,12 @@ class AlanineDipeptide(System):
         structure: PDB to read (default: the shipped, energy-minimised L-alanine dipeptide).
 
     Capabilities: reference data by molecular dynamics (``reference_sampler = "md"``, see
-    ``eqbg.data.md``); observables ``"dihedrals"`` (:meth:`dihedrals`) and ``"chirality"``
-    (:meth:`chirality`); no second derivatives (OpenMM supplies energies and forces, no
+    ``eqbg.data.md``); observables ``"dihedrals"`` (:meth:`dihedrals`, :class:`~eqbg.systems.base.HasDihedrals`)
+    and ``"chirality"`` (:meth:`chirality`, :class:`~eqbg.systems.base.HasChirality`); no second derivatives (OpenMM supplies energies and forces, no
     Hessian, so the autograd backward is once-differentiable).
     """
 
     reference_sampler = "md"
-    observables = ("dihedrals", "chirality")
     second_derivatives = False
 
     def __init__(
