@@ -13,7 +13,7 @@ import torch
 from eqbg.data.mcmc import minimise, random_nonoverlapping
 from eqbg.data.settings import system_defaults
 from eqbg.systems import KNOWN_SYSTEMS, get_system
-from eqbg.systems.base import OBSERVABLES
+from eqbg.systems.observables import OBSERVABLES
 
 def _configurations(system, n: int = 4) -> torch.Tensor:
     """``(n, particles, d)`` float64 configurations where the system's density lives."""

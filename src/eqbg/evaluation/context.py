@@ -22,7 +22,7 @@ from eqbg.evaluation.weights import (
     normalised_weights,
 )
 from eqbg.flows import DENSITY_KINDS
-from eqbg.systems.base import HasChirality
+from eqbg.systems.observables import HasChirality
 
 __all__ = ["EvaluationContext", "compute_energies", "log_q_density"]
 

@@ -20,7 +20,7 @@ from eqbg.evaluation.cost import COST_LABELS, run_cost
 from eqbg.evaluation.paths import integration_subset
 from eqbg.io import read_json
 from eqbg.rundir import DataDir, RunDir, run_identifiers
-from eqbg.systems.base import HasDihedrals
+from eqbg.systems.observables import HasDihedrals
 
 __all__ = ["RUN_METRICS", "RunContext", "RunMetricSpec", "compute_run_metrics", "register_run_metric"]
 

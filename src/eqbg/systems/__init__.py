@@ -29,16 +29,18 @@ from types import MappingProxyType
 from typing import Any
 
 from eqbg.systems.base import (
-    OBSERVABLES,
-    HasChirality,
-    HasDihedrals,
-    HasModes,
-    HasTestFunction,
     REFERENCE_SAMPLERS,
     SPEC_FIELDS,
     ExactSystem,
     System,
     SystemSpec,
+)
+from eqbg.systems.observables import (
+    OBSERVABLES,
+    HasChirality,
+    HasDihedrals,
+    HasModes,
+    HasTestFunction,
 )
 from eqbg.systems.particles import PAIR_CONVENTIONS, LennardJones, MultiDoubleWell
 from eqbg.systems.toy import GaussianMixture40, ManyWell

@@ -7,72 +7,20 @@ A system is a Boltzmann density ``p(x) ∝ exp(-u(x))`` over particle positions
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from eqbg.systems.observables import OBSERVABLES
+
 
 #: How reference data of a system are generated (``eqbg.data``): Markov chain Monte Carlo,
 #: molecular dynamics (OpenMM), or an exact sampler.
 REFERENCE_SAMPLERS: tuple[str, ...] = ("mcmc", "md", "exact")
-
-@runtime_checkable
-class HasDihedrals(Protocol):
-    """A system with backbone dihedrals (observable ``"dihedrals"``)."""
-
-    def dihedrals(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(phi, psi)``, each ``(batch,)`` in radians in ``(-pi, pi]``, of ``x: (batch, n, d)``."""
-        ...
-
-
-@runtime_checkable
-class HasChirality(Protocol):
-    """A chiral system (observable ``"chirality"``)."""
-
-    def chirality(self, x: Tensor | np.ndarray) -> np.ndarray:
-        """Signed chirality volume ``(batch,)`` of ``x`` (positive: the natural enantiomer)."""
-        ...
-
-    def map_to_l(self, x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(x with the unnatural enantiomers mirrored, which were mirrored (batch,) bool)``."""
-        ...
-
-
-@runtime_checkable
-class HasModes(Protocol):
-    """A target with known, countable modes (observable ``"modes"``)."""
-
-    n_modes: int  #: number of modes
-
-    def mode_index(self, x: Tensor) -> Tensor:
-        """``(batch,)`` index in ``[0, n_modes)`` of each configuration's mode (-1: in none)."""
-        ...
-
-
-@runtime_checkable
-class HasTestFunction(Protocol):
-    """A target with a test function of exactly known expectation (observable ``"test_function"``)."""
-
-    def quadratic_test_function(
-        self, seed: int = 0, draw_dtype: torch.dtype = torch.float64
-    ) -> tuple[Callable[[Tensor], Tensor], float]:
-        """``(f, E_p[f])``: a test function (its random coefficients drawn in ``draw_dtype``)
-        and its exact expectation under the target."""
-        ...
-
-
-#: Observables a system may offer beyond energies and pair distances: name -> the capability
-#: protocol a system implements to offer it. A system's ``observables`` are derived from the
-#: protocols it implements; its :class:`SystemSpec` declares them for the workflow (which builds
-#: no system), and :func:`eqbg.systems.get_system` holds the two equal.
-OBSERVABLES: Mapping[str, type] = MappingProxyType({
-    "dihedrals": HasDihedrals, "chirality": HasChirality, "modes": HasModes,
-    "test_function": HasTestFunction,
-})
 
 
 @dataclass(frozen=True)
@@ -162,9 +110,8 @@ class System:
 
     * ``reference_sampler``: how reference data are made, one of :data:`REFERENCE_SAMPLERS`
       (``"mcmc"`` here, ``"exact"`` for :class:`ExactSystem`, ``"md"`` for OpenMM systems).
-    * :attr:`observables`: derived from the capability protocols of :data:`OBSERVABLES` the
-      system implements (:class:`HasDihedrals`, :class:`HasChirality`, :class:`HasModes`,
-      :class:`HasTestFunction`).
+    * :attr:`observables`: derived from the capability protocols of :data:`~eqbg.systems.observables.OBSERVABLES`
+      the system implements (``HasDihedrals``, ``HasChirality``, ``HasModes``, ``HasTestFunction``).
     * ``second_derivatives``: whether autograd can differentiate the energy twice.
     * :attr:`mean_energy`: exact ``E_p[u]`` where known, else ``None``.
     """

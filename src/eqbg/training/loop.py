@@ -156,18 +156,8 @@ def train_run(
         shuffle(state, train_x)
 
     identity = {"system": system, "model": model, "loss": loss, "variant": variant, "seed": int(seed)}
-    config = {
-        **identity,
-        "system_options": sys_opts,
-        "model_settings": model_dict,
-        "loss_settings": asdict(rs["loss"]),
-        "ode": ode_dict,
-        "training": asdict(ts),
-        "data_dir": None if data_dir is None else str(data_dir.root if isinstance(data_dir, DataDir) else data_dir),
-        "n_train": None if train_x is None else int(len(train_x)),
-        "device": str(device),
-    }
-    key = {**identity, **config, "training": ts.result_key()}
+    config = _run_record(identity, sys_opts, rs, model_dict, data_dir, train_x, device)
+    key = {**config, "training": ts.result_key()}
     key.pop("data_dir")
     ckpt_path = run_dir / "checkpoint.pt"
     _resume(state, ckpt_path, key, device)
@@ -179,6 +169,25 @@ def train_run(
     summary = _finish(state, run_dir, model_file, config["n_train"])
     io.write_json(run_dir / "config.json", io.provenance(**config, status="done", result=summary))
     return summary
+
+
+def _run_record(
+    identity: Mapping[str, Any], system_options: Mapping[str, Any], rs: Mapping[str, Any],
+    model_dict: Mapping[str, Any], data_dir: str | Path | DataDir | None, train_x: Tensor | None,
+    device: torch.device,
+) -> dict[str, Any]:
+    """What ``config.json`` records of a run: its identity and every resolved setting."""
+    return {
+        **identity,
+        "system_options": dict(system_options),
+        "model_settings": dict(model_dict),
+        "loss_settings": asdict(rs["loss"]),
+        "ode": asdict(rs["ode"]),
+        "training": asdict(rs["training"]),
+        "data_dir": None if data_dir is None else str(data_dir.root if isinstance(data_dir, DataDir) else data_dir),
+        "n_train": None if train_x is None else int(len(train_x)),
+        "device": str(device),
+    }
 
 
 def _finish(state: TrainingState, run_dir: Path, model_file: Mapping[str, Any], n_train: int | None) -> dict[str, Any]:

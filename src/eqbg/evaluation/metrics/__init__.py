@@ -18,7 +18,7 @@ from eqbg.evaluation.metrics import (
     quadratic_bias,
     sampling_cost,
 )
-from eqbg.systems.base import HasChirality, HasDihedrals, HasModes, HasTestFunction
+from eqbg.systems.observables import HasChirality, HasDihedrals, HasModes, HasTestFunction
 
 register_metric("failures", failures.failures, failures.KEYS, "sample counts and failed samples",
                 labels={"frac_failed": "failed (frac.)"})
