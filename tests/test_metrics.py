@@ -20,7 +20,7 @@ from eqbg.evaluation.settings import resolve_settings
 from eqbg.flows import CoMFreeGaussian
 from eqbg.systems import get_system
 from eqbg.tables import TABLE_METRICS, load_published, system_table
-from eqbg.tables.system import table_metrics
+from eqbg.tables.system import footnotes, table_metrics
 
 SETTINGS = {"bootstrap_reps": 50, "nll_n": 20, "distance_n": 50}
 PUBLISHED = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "published.csv"
@@ -133,6 +133,9 @@ def test_every_table_column_is_labelled_by_the_code_that_computes_it():
     assert "mislabelled" not in METRICS
 
 
+BELOW_ZERO_NOTE = "u < 0 (frac.): share of samples with a negative reduced energy."
+
+
 @pytest.fixture
 def toy_metric():
     """A metric registered as a user's module would: the fraction of samples with u below 0."""
@@ -141,7 +144,7 @@ def toy_metric():
         return {"frac_energy_below_zero": float(np.mean(ctx.u_flow < 0))}, {"below_zero": ctx.u_flow < 0}
 
     register_metric("below_zero", below_zero, ("frac_energy_below_zero",), "samples with u < 0",
-                    labels={"frac_energy_below_zero": "u < 0 (frac.)"})
+                    labels={"frac_energy_below_zero": "u < 0 (frac.)"}, notes=(BELOW_ZERO_NOTE,))
     yield
     del METRICS["below_zero"]
 
@@ -160,3 +163,7 @@ def test_a_metric_registered_from_outside_reaches_the_evaluation(toy_metric):
     runs = pd.DataFrame([{**metrics, "system": "dw4", "model": "egnn", "loss": "fm", "variant": None, "seed": 0}])
     table, _ = system_table(runs, "dw4", load_published(PUBLISHED))
     assert table.columns[-1] == "u < 0 (frac.)" and list(table_metrics())[-1] == "frac_energy_below_zero"
+    # ... and its note is written under the table, after the notes of the metrics before it
+    notes = footnotes()
+    assert BELOW_ZERO_NOTE in notes
+    assert notes.index(BELOW_ZERO_NOTE) > max(i for i, n in enumerate(notes) if n.startswith("ESS: Kish"))

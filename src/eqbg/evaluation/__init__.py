@@ -27,7 +27,7 @@ from eqbg.evaluation.nll import (
     prior_log_normaliser,
     subset_indices,
 )
-from eqbg.evaluation.run import METRIC_KEYS, evaluate_run, evaluate_samples, metric_labels
+from eqbg.evaluation.run import METRIC_KEYS, evaluate_run, evaluate_samples, metric_labels, metric_notes
 from eqbg.evaluation.settings import DEFAULT_SETTINGS, resolve_settings
 from eqbg.evaluation.weights import (
     DEFAULT_ENERGY_CAP,
@@ -53,6 +53,7 @@ __all__ = [
     "evaluate_run",
     "evaluate_samples",
     "metric_labels",
+    "metric_notes",
     "resolve_settings",
     "training_cost",
     "DEFAULT_ENERGY_CAP",

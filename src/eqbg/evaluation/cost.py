@@ -23,7 +23,7 @@ import pandas as pd
 from eqbg.losses import LOSSES
 
 __all__ = [
-    "COST_LABELS", "COST_PARTS", "DATA_STAGE_COST", "data_stage_cost", "run_cost", "per_effective_sample",
+    "COST_LABELS", "COST_NOTES", "COST_PARTS", "DATA_STAGE_COST", "data_stage_cost", "run_cost", "per_effective_sample",
     "training_cost",
 ]
 
@@ -31,6 +31,20 @@ __all__ = [
 COST_PARTS = ("data", "training", "sampling", "refinement")
 
 #: table column labels of the cost record's keys the tables show
+#: what the cost columns and the MCMC rows mean (under every per-system table and the headline)
+COST_NOTES = (
+    "Cost (eqbg.evaluation.cost): target-energy evaluations and seconds of the reference data the run trained on "
+    "(the data stage's sampler, pro rata for its training configurations; exact samplers cost none), its training "
+    "(FAB's AIS, reverse KL), sampling (one energy per sample) and refinement (AIS at evaluation); 'all' is their "
+    "sum. Per eff. sample: divided by the effective samples, Kish ESS × n for a flow.",
+    "mcmc rows: budget-matched MCMC (eqbg.baselines), MALA chains from the flows' prior (mala; alanine dipeptide: "
+    "Langevin MD from the shipped structure, langevin) given the energy evaluations of the system's best flow "
+    "(smallest reweighted E-W2): its sampling stage (variant sampling) or everything it cost (variant total). Its states carry uniform weights (rew. = unweighted); effective samples "
+    "Σ n_kept/τ, τ the integrated autocorrelation time of the energy (Sokal); no Kish ESS or NLL; log Z err. "
+    "(targets with a known log Z) by AIS from the same prior given the same budget again (HMC, geometric annealing).",
+)
+
+
 COST_LABELS = {
     "effective_samples": "eff. samples",
     "cost_energy_evals_total": "E-evals (all)",

@@ -49,6 +49,8 @@ class MetricSpec:
     optional_keys: tuple[str, ...] = ()  #: keys written only in some cases (said where)
     #: column labels of the keys the tables show (``eqbg.tables``), e.g. ``{"ess": "ESS (frac.)"}``
     labels: dict[str, str] = field(default_factory=dict)
+    #: what its columns mean, in sentences under every per-system table (conventions, definitions)
+    notes: tuple[str, ...] = ()
 
 
 #: name -> metric, in evaluation order; the only list of metrics of one set of samples
@@ -64,15 +66,18 @@ def register_metric(
     applies: Callable[[EvaluationContext], bool] = always,
     optional_keys: tuple[str, ...] = (),
     labels: dict[str, str] | None = None,
+    notes: tuple[str, ...] = (),
 ) -> None:
     """Add ``name`` to every evaluation where ``applies(ctx)``; evaluated after those before it.
-    ``labels``: table column labels of some of its keys (a labelled key is a table column)."""
+    ``labels``: table column labels of some of its keys (a labelled key is a table column);
+    ``notes``: what those columns mean, written under every per-system table."""
     if name in METRICS:
         raise ValueError(f"metric {name!r} is already registered")
     unknown = set(labels or {}) - set(keys) - set(optional_keys)
     if unknown:
         raise ValueError(f"metric {name!r} labels keys it does not write: {sorted(unknown)}")
-    METRICS[name] = MetricSpec(compute, tuple(keys), applies, description, tuple(optional_keys), dict(labels or {}))
+    METRICS[name] = MetricSpec(compute, tuple(keys), applies, description, tuple(optional_keys),
+                               dict(labels or {}), tuple(notes))
 
 
 def compute_metrics(ctx: EvaluationContext) -> MetricResult:

@@ -45,6 +45,12 @@ METRIC_KEYS: tuple[str, ...] = (
     *(key for spec in METRICS.values() if spec.applies is always for key in spec.keys),
 )
 
+def metric_notes() -> tuple[str, ...]:
+    """What the tables' metric columns mean: the notes of the samples' metrics, then of the
+    run-folder metrics, each in registration order."""
+    return tuple(note for spec in [*METRICS.values(), *RUN_METRICS.values()] for note in spec.notes)
+
+
 def metric_labels() -> dict[str, str]:
     """Table column labels of every labelled metric: of the samples' metrics, then of the
     run-folder metrics (AIS refinement, reference, cost), each in registration order."""

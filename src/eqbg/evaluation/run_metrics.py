@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from eqbg.evaluation.ais import ais_refinement, supports_ais
-from eqbg.evaluation.cost import COST_LABELS, run_cost
+from eqbg.evaluation.cost import COST_LABELS, COST_NOTES, run_cost
 from eqbg.evaluation.paths import integration_subset
 from eqbg.io import read_json
 from eqbg.rundir import DataDir, RunDir, run_identifiers
@@ -47,6 +47,7 @@ class RunMetricSpec:
     applies: Callable[[RunContext], bool]
     description: str
     labels: dict[str, str] = field(default_factory=dict)  #: table column labels, as for metrics
+    notes: tuple[str, ...] = ()  #: what its columns mean, as for metrics
 
 
 #: name -> run-folder metric, in evaluation order
@@ -55,11 +56,11 @@ RUN_METRICS: dict[str, RunMetricSpec] = {}
 
 def register_run_metric(name: str, compute: Callable[[RunContext, dict[str, Any]], MetricResult],
                         description: str, *, applies: Callable[[RunContext], bool] = lambda ctx: True,
-                        labels: dict[str, str] | None = None) -> None:
+                        labels: dict[str, str] | None = None, notes: tuple[str, ...] = ()) -> None:
     """Add ``name`` to every run evaluation where ``applies(ctx)``, after those before it."""
     if name in RUN_METRICS:
         raise ValueError(f"run metric {name!r} is already registered")
-    RUN_METRICS[name] = RunMetricSpec(compute, applies, description, dict(labels or {}))
+    RUN_METRICS[name] = RunMetricSpec(compute, applies, description, dict(labels or {}), tuple(notes))
 
 
 def compute_run_metrics(ctx: RunContext, metrics: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -127,4 +128,5 @@ register_run_metric("ais", _ais, "AIS refinement of a coupling flow", applies=la
 register_run_metric("reference_population", _reference_population, "umbrella-sampling phi > 0 free energy",
                     applies=_has_reference_population, labels={"delta_f_reference": "ΔF ref. US (kT)"})
 register_run_metric("records", _records, "identity, scale, training-set size, folder")
-register_run_metric("cost", _cost, "energy evaluations and seconds, per effective sample", labels=COST_LABELS)
+register_run_metric("cost", _cost, "energy evaluations and seconds, per effective sample", labels=COST_LABELS,
+                    notes=COST_NOTES)

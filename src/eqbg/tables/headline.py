@@ -20,7 +20,8 @@ from eqbg.tables.runs import (
     smoke_notes,
     with_variant,
 )
-from eqbg.tables.system import COST_NOTES, TABLE_METRICS
+from eqbg.evaluation.cost import COST_NOTES
+from eqbg.tables.system import TABLE_METRICS
 
 __all__ = [
     "HEADLINE_METRICS",

@@ -13,7 +13,7 @@ import pandas as pd
 
 from eqbg.evaluation.expectation import exact_sample_quadratic_bias
 from eqbg.evaluation.nll import convert_nll
-from eqbg.evaluation.run import metric_labels
+from eqbg.evaluation.run import metric_labels, metric_notes
 from eqbg.io import atomic_path
 from eqbg.systems import SYSTEM_SPECS, get_system, system_spec
 from eqbg.tables.published import (
@@ -34,9 +34,8 @@ from eqbg.tables.runs import (
 from eqbg.tables.speed import SPEED_NOTES, sampling_speed_table
 
 __all__ = [
-    "COST_NOTES",
     "EXACT_REFERENCE",
-    "FOOTNOTES",
+    "footnotes",
     "TABLE_COLUMNS",
     "TABLE_METRICS",
     "system_table",
@@ -99,39 +98,24 @@ def table_metrics() -> dict[str, str]:
 TABLE_METRICS: dict[str, str] = table_metrics()
 
 
-COST_NOTES = (
-    "Cost (eqbg.evaluation.cost): target-energy evaluations and seconds of the reference data the run trained on "
-    "(the data stage's sampler, pro rata for its training configurations; exact samplers cost none), its training "
-    "(FAB's AIS, reverse KL), sampling (one energy per sample) and refinement (AIS at evaluation); 'all' is their "
-    "sum. Per eff. sample: divided by the effective samples, Kish ESS × n for a flow.",
-    "mcmc rows: budget-matched MCMC (eqbg.baselines), MALA chains from the flows' prior (mala; alanine dipeptide: "
-    "Langevin MD from the shipped structure, langevin) given the energy evaluations of the system's best flow "
-    "(smallest reweighted E-W2): its sampling stage (variant sampling) or everything it cost (variant total). Its states carry uniform weights (rew. = unweighted); effective samples "
-    "Σ n_kept/τ, τ the integrated autocorrelation time of the energy (Sokal); no Kish ESS or NLL; log Z err. "
-    "(targets with a known log Z) by AIS from the same prior given the same budget again (HMC, geometric annealing).",
-)
-
-
-FOOTNOTES = (
+#: notes of every per-system table before the metrics' own (:func:`footnotes`)
+VALUES_NOTE = (
     "Values: mean ± sem over seeds, sem = sd(ddof=0)/sqrt(n seeds) as FAB and EACF report theirs; one seed "
     "shows the value alone; "
-    "(n=k) marks metrics finite in only k seeds.",
-    "NLL (eqbg): -mean log q(x_test), exact divergence, CoM-free Gaussian prior normalised over (n-1)d dims "
-    "(E-NF/EACF convention). NLL (EFM conv.) = NLL (eqbg) - (n-1)d/2 log(2π). Published NLLs are converted "
-    "to the eqbg convention; the reference list gives them as reported.",
-    "ESS: Kish (Σw)²/(nΣw²) over all generated samples, failed samples included with weight ≈ 0.",
-    "Augmented flows (eacf): NLL from the importance-sampled marginal over the augmented variables "
-    "(K = marginal_k, 20 by default: biased high for finite K); ESS from the joint weights "
-    "p(x)π(a|x)/q(x, a); fwd ESS with one augmented sample per test point (the EACF paper's definitions).",
-    "bias E[f] (GMM-40): |E_hat[f] - E[f]| / E[f] of FAB's quadratic f from 1000-sample estimates, against the "
-    "exact E[f] of the same f (ours), and in FAB's convention (FAB conv.): against the expectation of f's float32 "
-    "draw, 8.7 % away, the weighted column mean |bias|, the unweighted one |mean bias| (fab-torch "
-    "evaluation_expectation_quadratic_func.py). FAB's published biases are shown beside the FAB-convention "
-    "columns only; the 'target / exact' row is exact target samples (100 x 1000), the floor of either convention.",
-    *COST_NOTES,
+    "(n=k) marks metrics finite in only k seeds."
+)
+#: notes after them: the published columns
+PUBLISHED_NOTES = (
     f"{DAGGER} unverified: recalled, not checked against the paper (PAPERS.md); do not treat as ground truth.",
     "Published datasets, energies and sample counts differ from ours (see setting); comparisons are indicative.",
 )
+
+
+def footnotes() -> tuple[str, ...]:
+    """The notes under every per-system table: how values are summarised, what each metric's
+    number means (the notes registered with the metrics, in registration order), the published
+    columns."""
+    return (VALUES_NOTE, *metric_notes(), *PUBLISHED_NOTES)
 
 
 def system_table(df: pd.DataFrame, system: str, published: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -276,7 +260,7 @@ def write_system_table(
     md = [f"# {system}: evaluation summary\n"]
     md += [f"**{note}**\n" for note in smoke_notes(df[df["system"] == system])]
     md += [table.to_markdown(index=False), ""]
-    md += [f"- {note}" for note in FOOTNOTES]
+    md += [f"- {note}" for note in footnotes()]
     sizes = training_size_table(df, system, load_published(published_csv))
     if len(sizes):
         md += ["", "## NLL vs training-set size", "",
@@ -313,7 +297,7 @@ def write_system_table(
         lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{tex_escape(caption)}}}", r"\end{table}"]
         return "\n".join(lines)
 
-    tex = [to_tex(table, f"{system}: " + " ".join(FOOTNOTES))]
+    tex = [to_tex(table, f"{system}: " + " ".join(footnotes()))]
     if len(refs):
         tex.append(to_tex(refs, f"{system}: published values (as reported)."))
     with atomic_path(out_tex) as tmp:

@@ -23,7 +23,7 @@ from eqbg.systems.observables import HasChirality, HasDihedrals, HasModes, HasTe
 register_metric("failures", failures.failures, failures.KEYS, "sample counts and failed samples",
                 labels={"frac_failed": "failed (frac.)"})
 register_metric("ess", ess.reverse_ess, ess.KEYS, "Kish's ESS of the importance weights, bootstrap interval",
-                labels={"ess": "ESS (frac.)"})
+                labels={"ess": "ESS (frac.)"}, notes=ess.NOTES)
 register_metric("log_z", log_z.log_z_error, log_z.KEYS, "importance-sampling log Z and its error",
                 applies=log_z.knows_log_z, labels={"log_z_error": "log Z err."})
 register_metric("modes", modes.mode_coverage, modes.KEYS, "modes reached by the valid samples",
@@ -34,12 +34,12 @@ register_metric("quadratic_bias", quadratic_bias.quadratic_bias, quadratic_bias.
                 applies=implements(HasTestFunction), labels={
                     "quadratic_bias_weighted": "bias E[f] rew.", "quadratic_bias_unweighted": "bias E[f]",
                     "quadratic_bias_weighted_fab": "bias E[f] rew. (FAB conv.)",
-                    "quadratic_bias_unweighted_fab": "bias E[f] (FAB conv.)"})
+                    "quadratic_bias_unweighted_fab": "bias E[f] (FAB conv.)"}, notes=quadratic_bias.NOTES)
 register_metric("likelihood", likelihood.nll_and_forward_ess, likelihood.KEYS,
                 "test NLL, forward ESS and forward KL (exact divergence)",
                 optional_keys=likelihood.OPTIONAL_KEYS, labels={
                     "forward_ess": "fwd ESS", "nll": "NLL (eqbg)", "nll_efm": "NLL (EFM conv.)",
-                    "forward_kl": "fwd KL"})
+                    "forward_kl": "fwd KL"}, notes=likelihood.NOTES)
 register_metric("energy", energy.energy_distribution, energy.KEYS, "energy distributions: W1, W2, means",
                 labels={"energy_w2": "E-W2 (kT)", "energy_w2_reweighted": "E-W2 rew. (kT)",
                         "mean_energy_reweighted": "<u> rew. (kT)"})

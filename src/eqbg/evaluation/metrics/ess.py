@@ -7,6 +7,11 @@ from eqbg.evaluation.context import EvaluationContext
 from eqbg.evaluation.metric import MetricResult
 from eqbg.evaluation.weights import bootstrap_ess, kish_ess
 
+#: what the column means (under every per-system table)
+NOTES = (
+    "ESS: Kish (Σw)²/(nΣw²) over all generated samples, failed samples included with weight ≈ 0.",
+)
+
 KEYS = ("ess", "ess_n", "ess_ci_low", "ess_ci_high", "ess_ci_level", "ess_bootstrap_reps")
 
 

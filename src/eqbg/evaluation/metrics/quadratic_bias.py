@@ -7,6 +7,15 @@ from eqbg.evaluation.context import EvaluationContext
 from eqbg.evaluation.expectation import quadratic_bias_metrics
 from eqbg.evaluation.metric import MetricResult
 
+#: what the columns mean (under every per-system table)
+NOTES = (
+    "bias E[f] (GMM-40): |E_hat[f] - E[f]| / E[f] of FAB's quadratic f from 1000-sample estimates, against the "
+    "exact E[f] of the same f (ours), and in FAB's convention (FAB conv.): against the expectation of f's float32 "
+    "draw, 8.7 % away, the weighted column mean |bias|, the unweighted one |mean bias| (fab-torch "
+    "evaluation_expectation_quadratic_func.py). FAB's published biases are shown beside the FAB-convention "
+    "columns only; the 'target / exact' row is exact target samples (100 x 1000), the floor of either convention.",
+)
+
 KEYS = (
     "quadratic_bias_weighted", "quadratic_bias_weighted_sem", "quadratic_bias_unweighted",
     "quadratic_bias_unweighted_sem", "quadratic_bias_weighted_fab", "quadratic_bias_unweighted_fab",
