@@ -86,6 +86,41 @@ class MCMCResult:
     proposal: str = "rw"
 
 
+def _check_chain_settings(
+    x0: torch.Tensor, n_steps: int, burn_in: int, thin: int, anneal_steps: int, target_acceptance: float,
+    proposal: str,
+) -> None:
+    if n_steps < 0 or burn_in < 0 or thin < 1:
+        raise ValueError(f"need n_steps >= 0, burn_in >= 0, thin >= 1; got {n_steps}, {burn_in}, {thin}")
+    if anneal_steps > burn_in:
+        raise ValueError(f"anneal_steps ({anneal_steps}) must not exceed burn_in ({burn_in})")
+    if not 0.0 < target_acceptance < 1.0:
+        raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance}")
+    if proposal not in ("rw", "mala"):
+        raise ValueError(f"proposal must be 'rw' or 'mala', got {proposal!r}")
+    if x0.ndim != 3:
+        raise ValueError(f"x0 must be (n_chains, n, d), got shape {tuple(x0.shape)}")
+
+
+def _propose(
+    energy: EnergyFn, x: torch.Tensor, g: torch.Tensor | None, h: torch.Tensor, beta: float,
+    noise: torch.Tensor, com_free: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | float]:
+    """``(y, u(y), grad u(y), log q(x | y) - log q(y | x))`` of one proposal from ``x``: MALA's
+    at ``exp(-beta u)`` when the gradient ``g`` at ``x`` is given (``h`` the ``(B, 1, 1)`` step
+    sizes), else a random walk (symmetric: no Hastings term)."""
+    if g is not None:
+        y = x - 0.5 * h * h * beta * g + h * noise
+        u_y, g_y = _energy_and_grad(energy, y, com_free)
+        # log q(x | y) - log q(y | x); the forward residual is exactly h * noise
+        back = x - y + 0.5 * h * h * beta * g_y
+        log_hastings = (-(back * back).sum((-1, -2)) / (2.0 * h[:, 0, 0] ** 2)
+                        + 0.5 * (noise * noise).sum((-1, -2)))
+        return y, u_y, g_y, log_hastings
+    y = x + h * noise
+    return y, _safe_energy(energy, y), None, 0.0
+
+
 def metropolis(
     energy: EnergyFn,
     x0: torch.Tensor,
@@ -133,16 +168,7 @@ def metropolis(
     Returns:
         :class:`MCMCResult`.
     """
-    if n_steps < 0 or burn_in < 0 or thin < 1:
-        raise ValueError(f"need n_steps >= 0, burn_in >= 0, thin >= 1; got {n_steps}, {burn_in}, {thin}")
-    if anneal_steps > burn_in:
-        raise ValueError(f"anneal_steps ({anneal_steps}) must not exceed burn_in ({burn_in})")
-    if not 0.0 < target_acceptance < 1.0:
-        raise ValueError(f"target_acceptance must be in (0, 1), got {target_acceptance}")
-    if proposal not in ("rw", "mala"):
-        raise ValueError(f"proposal must be 'rw' or 'mala', got {proposal!r}")
-    if x0.ndim != 3:
-        raise ValueError(f"x0 must be (n_chains, n, d), got shape {tuple(x0.shape)}")
+    _check_chain_settings(x0, n_steps, burn_in, thin, anneal_steps, target_acceptance, proposal)
     t_start = time.perf_counter()
     x = x0.detach().to(torch.float64).clone()
     if com_free:
@@ -176,17 +202,7 @@ def metropolis(
         if com_free:
             noise = remove_mean(noise)
         h = torch.exp(log_s)[:, None, None]
-        if mala:
-            y = x - 0.5 * h * h * beta * g + h * noise
-            u_y, g_y = _energy_and_grad(energy, y, com_free)
-            # log q(x | y) - log q(y | x); the forward residual is exactly h * noise
-            back = x - y + 0.5 * h * h * beta * g_y
-            log_hastings = (-(back * back).sum((-1, -2)) / (2.0 * h[:, 0, 0] ** 2)
-                            + 0.5 * (noise * noise).sum((-1, -2)))
-        else:
-            y = x + h * noise
-            u_y = _safe_energy(energy, y)
-            log_hastings = 0.0
+        y, u_y, g_y, log_hastings = _propose(energy, x, g if mala else None, h, beta, noise, com_free)
         log_r = torch.rand(n_chains, dtype=torch.float64, device=dev, generator=generator).log()
         log_alpha = -beta * (u_y - u) + log_hastings
         accept = log_r < torch.nan_to_num(log_alpha, nan=-math.inf)

@@ -31,106 +31,11 @@ from torchdiffeq import odeint, odeint_adjoint
 from eqbg.geometry import remove_mean
 
 from .base import Flow, FlowSample
-from .divergence import (
-    ProbeKind,
-    TraceMethod,
-    make_probe,
-    value_and_exact_divergence,
-    value_and_hutchinson_divergence,
-)
+from .divergence import ProbeKind, TraceMethod, make_probe
+from .dynamics import NoDonatedBuffers, OdeDynamics, first_norm
 from .solver import ODESolver, simpson_weights
 
 __all__ = ["CNF"]
-
-
-class _Dynamics(nn.Module):
-    """Augmented dynamics ``(x, l[, path]) -> (v, -div v[, |v|])`` for torchdiffeq.
-
-    Registered as a module so ``odeint_adjoint`` finds the field's parameters. One instance per
-    call: it carries that call's divergence choice, probe and evaluation counter.
-    """
-
-    def __init__(
-        self,
-        field: nn.Module,
-        com_free: bool,
-        *,
-        exact: bool,
-        with_logp: bool,
-        with_path: bool,
-        trace_method: str,
-        chunk_size: int | None,
-        eps: Tensor | None = None,
-    ) -> None:
-        super().__init__()
-        if with_logp and not exact and eps is None:
-            raise ValueError("Hutchinson's estimator needs a probe")
-        self.field = field
-        self.com_free = com_free
-        self.exact = exact
-        self.with_logp = with_logp
-        self.with_path = with_path
-        self.trace_method = trace_method
-        self.chunk_size = chunk_size
-        self.eps = eps
-        self.nfe = 0
-
-    def _v_div(self, t: Tensor, x: Tensor, create_graph: bool) -> tuple[Tensor, Tensor | None]:
-        field = self.field
-        if not self.with_logp:
-            return field(t, x), None
-        if self.exact:
-            if hasattr(field, "forward_and_divergence"):
-                return field.forward_and_divergence(t, x)
-            if hasattr(field, "divergence"):
-                return field(t, x), field.divergence(t, x)
-            return value_and_exact_divergence(
-                lambda y: field(t, y), x, com_free=self.com_free, method=self.trace_method,
-                create_graph=create_graph, chunk_size=self.chunk_size,
-            )
-        return value_and_hutchinson_divergence(
-            lambda y: field(t, y), x, self.eps, create_graph=create_graph
-        )
-
-    def forward(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        self.nfe += 1
-        x = state[0]
-        # Grad mode is on only when gradients are wanted: training or the adjoint backward pass.
-        create_graph = torch.is_grad_enabled()
-        v, div = self._v_div(t, x, create_graph)
-        if not create_graph:
-            v = v.detach()
-            div = None if div is None else div.detach()
-        out: list[Tensor] = [v]
-        if self.with_logp:
-            out.append(-div)
-        if self.with_path:
-            out.append(v.flatten(1).norm(dim=1))
-        return tuple(out)
-
-
-class _NoDonatedBuffers(nn.Module):
-    """Runs a compiled field with buffer donation off: the exact trace calls the backward of one
-    graph several times (``retain_graph=True``), which a graph compiled with donated buffers
-    refuses (torch's own advice: ``torch._functorch.config.donated_buffer = False``)."""
-
-    def __init__(self, compiled: nn.Module) -> None:
-        super().__init__()
-        self.compiled = compiled
-
-    def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        with torch._functorch.config.patch(donated_buffer=False):
-            return self.compiled(t, x)
-
-
-def _first_norm(n_control: int):
-    """Error norm over the first ``n_control`` states (max of RMS norms): the path-length
-    accumulator must not change the solver's step sequence."""
-
-    def norm(states: tuple[Tensor, ...]) -> Tensor:
-        return torch.stack([s.pow(2).mean().sqrt() for s in states[:n_control]]).max()
-
-    return norm
 
 
 class CNF(Flow):
@@ -211,13 +116,13 @@ class CNF(Flow):
     def _solver_kwargs(solver: ODESolver, n_control: int) -> dict:
         kwargs: dict = {"method": solver.method}
         if solver.adaptive:
-            kwargs.update(atol=solver.atol, rtol=solver.rtol, options={"norm": _first_norm(n_control)})
+            kwargs.update(atol=solver.atol, rtol=solver.rtol, options={"norm": first_norm(n_control)})
         return kwargs
 
     def _dynamics(self, *, exact: bool, with_logp: bool, with_path: bool, eps: Tensor | None = None,
                   compile_field: bool = False):
         field = self._compiled_field() if compile_field else self.field
-        return _Dynamics(
+        return OdeDynamics(
             field, self.com_free, exact=exact, with_logp=with_logp, with_path=with_path,
             trace_method=self.trace_method, chunk_size=self.trace_chunk_size, eps=eps,
         )
@@ -227,10 +132,10 @@ class CNF(Flow):
         (so it never enters ``state_dict``); it shares the field's parameters."""
         cache = self.__dict__.setdefault("_compile_cache", {})
         if "field" not in cache:
-            cache["field"] = _NoDonatedBuffers(torch.compile(self.field))
+            cache["field"] = NoDonatedBuffers(torch.compile(self.field))
         return cache["field"]
 
-    def _solve(self, dyn: _Dynamics, state: tuple[Tensor, ...], t: Tensor, solver: ODESolver,
+    def _solve(self, dyn: OdeDynamics, state: tuple[Tensor, ...], t: Tensor, solver: ODESolver,
                n_control: int, adjoint: bool = False) -> tuple[Tensor, ...]:
         kwargs = self._solver_kwargs(solver, n_control)
         if adjoint:
