@@ -16,7 +16,7 @@ from typing import Any
 from eqbg.baselines.mcmc import MCMC_BUDGETS, MCMCBaselineSettings
 from eqbg.config.schema import settings_schema
 from eqbg.data.population import PopulationSettings
-from eqbg.data.settings import SAMPLER_SETTINGS
+from eqbg.data.samplers import REFERENCE_SAMPLERS
 from eqbg.data.transport import TransportCostSettings
 from eqbg.evaluation.settings import EvaluationSettings
 from eqbg.flows.registry import MODELS
@@ -43,7 +43,7 @@ def _list_of(names: dict[str, Any]) -> dict[str, Any]:
 
 def _system_entry(name: str) -> dict[str, Any]:
     spec = SYSTEM_SPECS[name]
-    data = settings_schema(SAMPLER_SETTINGS[spec.reference_sampler])
+    data = settings_schema(REFERENCE_SAMPLERS[spec.reference_sampler].settings)
     # get_system's options come from systems.<name>.options; the seed is the data rule's
     del data["properties"]["system_options"]
     data["properties"]["seed"] = {"type": "integer", "minimum": 0, "description": "seeds the sampler"}

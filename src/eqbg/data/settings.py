@@ -32,7 +32,6 @@ __all__ = [
     "MD_DEFAULTS",
     "EXACT_DEFAULTS",
     "SAMPLER_DEFAULTS",
-    "SAMPLER_SETTINGS",
     "Splits",
     "ConvergenceThresholds",
     "DataSettings",
@@ -162,9 +161,6 @@ CONVERGENCE_DEFAULTS: dict[str, Any] = dataclasses.asdict(ConvergenceThresholds(
 MCMC_DEFAULTS: dict[str, Any] = dataclasses.asdict(MCMCDataSettings())
 MD_DEFAULTS: dict[str, Any] = dataclasses.asdict(MDDataSettings())
 EXACT_DEFAULTS: dict[str, Any] = dataclasses.asdict(ExactDataSettings())
-
-#: Each reference sampler's settings class (the config schema's ``systems.<name>.data``).
-SAMPLER_SETTINGS: dict[str, type] = {"mcmc": MCMCDataSettings, "md": MDDataSettings, "exact": ExactDataSettings}
 #: Each reference sampler's settings and their defaults (before the system's own).
 SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {"mcmc": MCMC_DEFAULTS, "md": MD_DEFAULTS, "exact": EXACT_DEFAULTS}
 
