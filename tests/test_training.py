@@ -531,3 +531,36 @@ def test_warmup_starts_at_its_initial_ratio():
     f = lr_multiplier(ts)
     assert math.isclose(f(0), 0.1 + 0.9 / 10) and math.isclose(f(9), 1.0)
     assert math.isclose(f(100), 0.1)
+
+
+def test_stages_read_the_files_their_rules_declare(dw4_data, tmp_path):
+    """A run folder or data folder built from declared paths reads those paths, wherever they
+    are; undeclared files stay root/<name>; a name that is no file of the folder is refused."""
+    import shutil
+
+    from eqbg.rundir import DataDir, RunDir
+    from eqbg.training.batches import training_data
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(dw4_data / "train.npz", tmp_path / "a" / "declared_train.npz")
+    shutil.copy(dw4_data / "val.npz", tmp_path / "b" / "declared_val.npz")
+    declared = DataDir.from_files(train=tmp_path / "a" / "declared_train.npz",
+                                  val=tmp_path / "b" / "declared_val.npz", population=None)
+    assert declared.root == tmp_path / "a" and "population" not in declared.files
+    assert declared.split("test") == tmp_path / "a" / "test.npz"
+    ts = TrainingSettings(batch_size=16, val_every=5, val_size=32, n_train=64)
+    args = ("fm", True)
+    rest = (ts, get_system("dw4"), 0, torch.device("cpu"), torch.float32)
+    by_folder = training_data(*args, dw4_data, *rest)
+    by_files = training_data(*args, declared, *rest)
+    assert all(torch.equal(a, b) for a, b in zip(by_folder, by_files))
+    # ... and not what lies under the folder's names: an empty file there would fail to load
+    (tmp_path / "a" / "train.npz").write_bytes(b"")
+    assert torch.equal(training_data(*args, declared, *rest)[0], by_folder[0])
+    run = RunDir.from_files(samples=tmp_path / "s.npz", config=tmp_path / "r" / "config.json")
+    assert (run.root, run.samples, run.model) == (tmp_path, tmp_path / "s.npz", tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"unknown run files \['sample'\]"):
+        RunDir.from_files(sample=tmp_path / "s.npz")
+    with pytest.raises(ValueError, match="needs its root or at least one declared file"):
+        DataDir.from_files()

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -65,51 +65,51 @@ def json_clean(obj: Any) -> Any:
     return obj
 
 
-def _declared(root: Path | None, files: Mapping[str, str | Path | None]) -> tuple[Path, dict[str, Path]]:
-    """``(root, {name: path})`` of the files a rule declared (``None``: not declared); the root
-    defaults to the folder of the first declared file."""
-    paths = {name: Path(path) for name, path in files.items() if path is not None}
-    if root is None:
-        if not paths:
-            raise ValueError("a folder needs its root or at least one declared file")
-        root = next(iter(paths.values())).parent
-    return Path(root), paths
-
-
 @dataclass(frozen=True)
-class RunDir:
-    """The files of one run folder (paths are not required to exist).
-
-    Each file is ``root/<its name>`` unless ``files`` names its path: a stage built from the
-    paths its rule declares (:meth:`from_files`) reads exactly those.
-    """
+class _Folder:
+    """A folder of named files (:attr:`NAMES`: attribute -> file name); each is ``root/<its
+    name>`` unless ``files`` names its path: a stage built from the paths its rule declares
+    (:meth:`from_files`) reads exactly those."""
 
     root: Path
     files: Mapping[str, Path] = field(default_factory=dict)
 
-    #: the files of a run folder: attribute -> file name
-    NAMES = MappingProxyType({
-        "config": "config.json", "checkpoint": "checkpoint.pt", "model": "model.pt",
-        "train_curve": "train.csv", "samples": "samples.npz", "metrics": "metrics.json",
-        "eval_npz": "eval.npz",
-    })
+    NAMES: ClassVar[Mapping[str, str]] = MappingProxyType({})  #: overridden: attribute -> file name
+    KIND: ClassVar[str] = "folder"  #: what the folder holds, for error messages
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
         unknown = sorted(set(self.files) - set(self.NAMES))
         if unknown:
-            raise ValueError(f"unknown run files {unknown}; a run folder has {sorted(self.NAMES)}")
+            raise ValueError(f"unknown {self.KIND} files {unknown}; a {self.KIND} folder has {sorted(self.NAMES)}")
         object.__setattr__(self, "files", MappingProxyType({k: Path(v) for k, v in self.files.items()}))
 
     @classmethod
-    def from_files(cls, root: str | Path | None = None, **files: str | Path | None) -> "RunDir":
-        """The run folder of the files a rule declared (``config=..., model=..., ...``; the root
-        is their folder unless given)."""
-        root, paths = _declared(None if root is None else Path(root), files)
-        return cls(root, paths)
+    def from_files(cls, root: str | Path | None = None, **files: str | Path | None):
+        """The folder of the files a rule declared (``None``: not declared); its root is the
+        folder of the first declared file unless given."""
+        paths = {name: Path(path) for name, path in files.items() if path is not None}
+        if root is None:
+            if not paths:
+                raise ValueError("a folder needs its root or at least one declared file")
+            root = next(iter(paths.values())).parent
+        return cls(Path(root), paths)
 
     def _file(self, name: str) -> Path:
         return self.files.get(name, self.root / self.NAMES[name])
+
+
+@dataclass(frozen=True)
+class RunDir(_Folder):
+    """The files of one run folder (paths are not required to exist; a declared path replaces
+    ``root/<name>``, see :meth:`from_files`)."""
+
+    NAMES = MappingProxyType({
+        "config": "config.json", "checkpoint": "checkpoint.pt", "model": "model.pt",
+        "train_curve": "train.csv", "samples": "samples.npz", "metrics": "metrics.json",
+        "eval_npz": "eval.npz",
+    })
+    KIND = "run"
 
     @property
     def config(self) -> Path:
@@ -187,45 +187,29 @@ class RunDir:
 
 
 @dataclass(frozen=True)
-class DataDir:
+class DataDir(_Folder):
     """The files of a system's reference-data folder, ``results/data/{system}``, that runs read:
     the splits, the data stage's provenance (its cost) and, for systems with backbone dihedrals,
-    the umbrella-sampling reference of the phi populations. Each is ``root/<its name>`` unless
-    ``files`` names its path (:meth:`from_files`: the paths a rule declared)."""
+    the umbrella-sampling reference of the phi populations (a declared path replaces
+    ``root/<name>``, see :meth:`from_files`)."""
 
-    root: Path
-    files: Mapping[str, Path] = field(default_factory=dict)
-
-    #: attribute -> file name
     NAMES = MappingProxyType({
         "train": "train.npz", "val": "val.npz", "test": "test.npz",
         "provenance": "provenance.json", "population": "md_population.json",
     })
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-        unknown = sorted(set(self.files) - set(self.NAMES))
-        if unknown:
-            raise ValueError(f"unknown data files {unknown}; a data folder has {sorted(self.NAMES)}")
-        object.__setattr__(self, "files", MappingProxyType({k: Path(v) for k, v in self.files.items()}))
-
-    @classmethod
-    def from_files(cls, root: str | Path | None = None, **files: str | Path | None) -> "DataDir":
-        """The data folder of the files a rule declared (``train=..., test=..., ...``)."""
-        root, paths = _declared(None if root is None else Path(root), files)
-        return cls(root, paths)
+    KIND = "data"
 
     def split(self, name: str) -> Path:
         """``train``, ``val`` or ``test``."""
-        return self.files.get(name, self.root / self.NAMES[name])
+        return self._file(name)
 
     @property
     def provenance(self) -> Path:
-        return self.files.get("provenance", self.root / self.NAMES["provenance"])
+        return self._file("provenance")
 
     @property
     def population(self) -> Path:
-        return self.files.get("population", self.root / self.NAMES["population"])
+        return self._file("population")
 
 
 def load_flow(

@@ -32,8 +32,9 @@ class ConfigError(ValueError):
 
 
 def check_moved_keys(config: Mapping[str, Any]) -> None:
-    """Refuse a training key of an earlier config that is a loss's setting now, naming its new
-    place (before the schema, whose message could only say the key is unknown)."""
+    """Refuse a training key of an earlier config that moved (to a loss's settings, or into
+    ``train.val_solver``), naming its new place (before the schema, whose message could only say
+    the key is unknown)."""
     sections = [("defaults.train", (config.get("defaults") or {}).get("train") or {})]
     sections += [(f"overrides[{i}].train", o.get("train") or {})
                  for i, o in enumerate(config.get("overrides") or [])]
