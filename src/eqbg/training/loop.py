@@ -81,7 +81,7 @@ def lr_multiplier(ts: TrainingSettings) -> Callable[[int], float]:
 
 def _make_optimizer(params, ts: TrainingSettings) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if ts.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=ts.lr, betas=ts.betas, weight_decay=ts.weight_decay)
+    return cls(params, lr=ts.lr, betas=ts.betas, weight_decay=ts.weight_decay, amsgrad=ts.amsgrad)
 
 
 def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -75,6 +75,7 @@ class TrainingSettings:
     optimizer: str = "adam"  #: adam or adamw
     weight_decay: float = 0.0  #: decoupled for adamw, L2 for adam
     betas: tuple[float, float] = (0.9, 0.999)  #: Adam betas
+    amsgrad: bool = False  #: AMSGrad variant of Adam / AdamW (E-NF trains with it)
     schedule: str = "cosine"  #: constant, cosine or warmup (linear warmup then constant)
     warmup_steps: int = 0  #: linear warmup (used by all schedules when > 0)
     warmup_init_ratio: float = 0.0  #: warm-up starts at this fraction of lr (EACF: 2e-5/2e-4 = 0.1)
