@@ -22,6 +22,7 @@ from eqbg.evaluation import (
     nll_from_log_prob,
     pairwise_distances,
     prior_log_normaliser,
+    ramachandran_basin_fractions,
     reweighted_mean,
     wasserstein_1d,
 )
@@ -239,6 +240,21 @@ def test_basin_free_energy_difference_hand_computed():
     # weights: make the positive sample carry half the mass -> dF = 0
     log_w = np.log([1.0, 1.0, 1.0, 3.0])
     assert basin_free_energy_difference(phi, log_w)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ramachandran_basin_fractions_at_textbook_conformations():
+    # alpha_R helix, PII, extended C5 (psi wraps below -120), alpha_L, and psi = 50 exactly (the
+    # open edge of the alpha_R band, so beta)
+    phi = np.radians([-63.0, -75.0, -150.0, 60.0, -70.0])
+    psi = np.radians([-42.0, 145.0, -170.0, 45.0, 50.0])
+    fractions = ramachandran_basin_fractions(phi, psi)
+    assert fractions == pytest.approx({"alpha_R": 0.2, "beta": 0.6, "phi>0": 0.2})
+    # a uniform Ramachandran plane: alpha_R covers half the phi range x 170 of 360 degrees of psi
+    rng = np.random.default_rng(0)
+    phi, psi = rng.uniform(-np.pi, np.pi, (2, 200_000))
+    fractions = ramachandran_basin_fractions(phi, psi)
+    assert fractions["alpha_R"] == pytest.approx(0.5 * 170 / 360, abs=3e-3)
+    assert fractions["phi>0"] == pytest.approx(0.5, abs=3e-3)
 
 
 # ----------------------------------------------------------------------------- run level

@@ -7,6 +7,7 @@ from eqbg.evaluation.context import EvaluationContext, compute_energies
 from eqbg.evaluation.cost import training_cost
 from eqbg.evaluation.dihedrals import (
     basin_free_energy_difference,
+    ramachandran_basin_fractions,
     ramachandran_histogram,
 )
 from eqbg.evaluation.distributions import (
@@ -61,6 +62,7 @@ __all__ = [
     "FailedSamples",
     "NLLConvention",
     "basin_free_energy_difference",
+    "ramachandran_basin_fractions",
     "bootstrap_ess",
     "common_bins",
     "conventions_table",

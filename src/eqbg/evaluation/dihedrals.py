@@ -1,5 +1,6 @@
-"""Alanine dipeptide observables: Ramachandran histograms and the free-energy difference between
-the two metastable phi basins (the dihedrals themselves: ``eqbg.systems.dihedrals``)."""
+"""Alanine dipeptide observables: Ramachandran histograms, the fractions of samples in the
+alpha_R / beta / phi > 0 regions, and the free-energy difference between the two metastable phi
+basins (the dihedrals themselves: ``eqbg.systems.dihedrals``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,24 @@ def ramachandran_histogram(
     hist, _, _ = np.histogram2d(phi, psi, bins=[edges, edges], weights=w)
     total = hist.sum()
     return (hist / total if total > 0 else hist), edges
+
+
+#: psi band (radians) of the alpha_R region at phi < 0; the rest of phi < 0 is beta (C5 / PII).
+ALPHA_R_PSI = (np.radians(-120.0), np.radians(50.0))
+
+
+def ramachandran_basin_fractions(phi: np.ndarray, psi: np.ndarray) -> dict[str, float]:
+    """Unweighted fractions of ``(phi, psi)`` (radians, shape ``(N,)``) in three regions.
+
+    ``alpha_R``: phi < 0 and -120 < psi < 50 degrees; ``beta``: phi < 0 otherwise; ``phi>0``:
+    alpha_L and C7ax. They sum to one (up to phi == 0 exactly). L-alanine's convention: map D
+    samples into L first.
+    """
+    phi, psi = np.asarray(phi, dtype=np.float64), np.asarray(psi, dtype=np.float64)
+    left = phi < 0
+    in_band = (psi > ALPHA_R_PSI[0]) & (psi < ALPHA_R_PSI[1])
+    return {"alpha_R": float(np.mean(left & in_band)), "beta": float(np.mean(left & ~in_band)),
+            "phi>0": float(np.mean(phi > 0))}
 
 
 def basin_free_energy_difference(
