@@ -19,6 +19,7 @@ from eqbg.sampling import sample_run
 from eqbg.settings import SettingsError
 from eqbg.systems import get_system
 from eqbg.training import CSV_COLUMNS, TrainingDivergedError, lr_multiplier, train_run
+from eqbg.training.loop import _make_optimizer
 from eqbg.training.settings import TrainingSettings
 
 TINY_MODEL = {"hidden": 16, "n_layers": 2}
@@ -109,8 +110,6 @@ def test_lr_schedules():
 def test_optimizer_follows_the_adam_and_amsgrad_updates_by_hand(amsgrad):
     """E-NF trains with AMSGrad: after a large then a small gradient the second moment in the
     denominator is the running maximum, not the decayed average (hand-computed updates)."""
-    from eqbg.training.loop import _make_optimizer
-
     lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
     ts = TrainingSettings(lr=lr, optimizer="adamw", weight_decay=0.0, amsgrad=amsgrad)
     p = nn.Parameter(torch.zeros((), dtype=torch.float64))
