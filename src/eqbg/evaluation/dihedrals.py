@@ -31,9 +31,9 @@ ALPHA_R_PSI = (np.radians(-120.0), np.radians(50.0))
 def ramachandran_basin_fractions(phi: np.ndarray, psi: np.ndarray) -> dict[str, float]:
     """Unweighted fractions of ``(phi, psi)`` (radians, shape ``(N,)``) in three regions.
 
-    ``alpha_R``: phi < 0 and -120 < psi < 50 degrees; ``beta``: phi < 0 otherwise; ``phi>0``:
-    alpha_L and C7ax. They sum to one (up to phi == 0 exactly). L-alanine's convention: map D
-    samples into L first.
+    ``alpha_R``: phi < 0 and -120 < psi < 50 degrees; ``beta``: phi < 0 otherwise (a NaN psi
+    too); ``phi>0``: alpha_L and C7ax. They sum to one but for phi == 0 exactly and NaN phi,
+    which count in none. L-alanine's convention: map D samples into L first.
     """
     phi, psi = np.asarray(phi, dtype=np.float64), np.asarray(psi, dtype=np.float64)
     left = phi < 0
